@@ -11,6 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 
 use crate::error::{ApiError, ApiResult, Code};
+use crate::index::ManifestMeta;
 use crate::registry::{Registry, blocking, manifest_meta};
 use crate::routes::json_response;
 use crate::storage;
@@ -33,25 +34,23 @@ fn parse_ref(r: &str) -> ApiResult<Ref> {
         .map_err(|e| ApiError::new(Code::ManifestInvalid, e.to_string()))
 }
 
-/// Resolves a reference to a digest within `repo`.
-fn resolve(reg: &Registry, repo: &RepoName, r: &Ref) -> ApiResult<Digest> {
+/// Resolves a reference to a manifest of `repo`.
+fn resolve(reg: &Registry, repo: &RepoName, r: &Ref) -> ApiResult<(Digest, ManifestMeta)> {
     let d = match r {
         Ref::Tag(t) => reg.index.tag(repo.as_str(), t.as_str())?,
         Ref::Digest(d) => Some(d.clone()),
     };
-    match d {
-        Some(d) if reg.index.manifest(repo.as_str(), &d)?.is_some() => Ok(d),
-        _ => Err(ApiError::code(Code::ManifestUnknown)),
+    if let Some(d) = d
+        && let Some(meta) = reg.index.manifest(repo.as_str(), &d)?
+    {
+        return Ok((d, meta));
     }
+    Err(ApiError::code(Code::ManifestUnknown))
 }
 
 pub(crate) async fn get(reg: &Registry, repo: &RepoName, r: &str, head: bool) -> ApiResult<Response> {
     let r = parse_ref(r)?;
-    let d = resolve(reg, repo, &r)?;
-    let meta = reg
-        .index
-        .manifest(repo.as_str(), &d)?
-        .ok_or_else(|| ApiError::code(Code::ManifestUnknown))?;
+    let (d, meta) = resolve(reg, repo, &r)?;
     let body = if head {
         Body::empty()
     } else {

@@ -21,7 +21,7 @@
 //! renames it); on the local filesystem each write is also fsynced with its directory before
 //! it is acknowledged.
 
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 /// Size of the reads that serve a blob from a local file.
 const READ_CHUNK: usize = 1 << 20;
 /// Part size for multipart writes.
-const PART: usize = 16 << 20;
+const PART: usize = 8 << 20;
 
 #[derive(Clone)]
 pub(crate) struct Storage {
@@ -446,19 +446,29 @@ impl Storage {
 fn file_stream(file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut pos = range.start;
-        while pos < range.end {
-            let n = ((range.end - pos) as usize).min(READ_CHUNK);
-            let mut buf = vec![0u8; n];
-            let item = match file.read_exact_at(&mut buf, pos) {
-                Ok(()) => Ok(Bytes::from(buf)),
+        let mut file = file;
+        if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = range.end - range.start;
+        while left > 0 {
+            let n = (left as usize).min(READ_CHUNK);
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(n);
+            let item = match (&mut file).take(n as u64).read_to_end(&mut buf) {
+                Ok(got) if got == n => Ok(Bytes::from(buf)),
+                Ok(got) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("blob ended {} bytes early", left - got as u64),
+                )),
                 Err(e) => Err(e),
             };
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
                 return;
             }
-            pos += n as u64;
+            left -= n as u64;
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
