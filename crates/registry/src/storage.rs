@@ -473,3 +473,92 @@ fn file_stream(file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(
+        parts: Vec<std::result::Result<&'static [u8], &'static str>>,
+    ) -> impl Stream<Item = std::result::Result<Bytes, &'static str>> {
+        futures::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static)))
+    }
+
+    #[tokio::test]
+    async fn interrupted_chunk_leaves_nothing_and_commit_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::local(dir.path()).unwrap();
+        let id = "0f0f0f0f-0000-4000-8000-000000000000";
+
+        // A body that fails half-way stores no chunk.
+        let r = s
+            .write_chunk(id, 0, body(vec![Ok(b"abc"), Err("client went away")]), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(r, Err("client went away"));
+        assert!(s.list_chunks(id).await.unwrap().is_empty());
+
+        // Two good chunks, concatenated on commit, visible only at the digest path.
+        let mut seen = Vec::new();
+        assert_eq!(
+            s.write_chunk(id, 0, body(vec![Ok(b"hello ")]), |b| seen.extend_from_slice(b))
+                .await
+                .unwrap(),
+            Ok(6)
+        );
+        assert_eq!(
+            s.write_chunk(id, 6, body(vec![Ok(b"world")]), |b| seen.extend_from_slice(b))
+                .await
+                .unwrap(),
+            Ok(5)
+        );
+        assert_eq!(seen, b"hello world");
+        let chunks = s.list_chunks(id).await.unwrap();
+        assert_eq!(chunks, vec![(0, 6), (6, 5)]);
+        let d = Digest::sha256(b"hello world");
+        assert!(s.read_blob(&d).await.unwrap().is_none());
+        s.commit_upload(id, &chunks, &d).await.unwrap();
+        assert_eq!(
+            s.read_blob(&d).await.unwrap().unwrap(),
+            Bytes::from_static(b"hello world")
+        );
+        let listed = s.list_blobs().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0.clone(), listed[0].1), (d.clone(), 11));
+
+        // Ranged reads through the local fast path.
+        let mut got = Vec::new();
+        let mut st = s.open_blob(&d, 6..11).await.unwrap();
+        while let Some(b) = st.next().await {
+            got.extend_from_slice(&b.unwrap());
+        }
+        assert_eq!(got, b"world");
+
+        s.remove_upload(id).await.unwrap();
+        assert!(s.list_uploads().await.unwrap().is_empty());
+        assert!(!dir.path().join("uploads").join(id).exists());
+    }
+
+    #[tokio::test]
+    async fn links_round_trip_for_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::local(dir.path()).unwrap();
+        let d = Digest::sha256(b"m");
+        s.put(&tag_link("sl6/wn", "1.0"), Bytes::from(d.to_string()))
+            .await
+            .unwrap();
+        s.put(&manifest_link("sl6/wn", &d), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        s.put(&layer_link("sl6/wn", &d), Bytes::new()).await.unwrap();
+        let mut kinds: Vec<String> = s.list_links().await.unwrap().iter().map(|l| format!("{l:?}")).collect();
+        kinds.sort();
+        assert_eq!(kinds.len(), 3, "{kinds:?}");
+        assert!(
+            kinds
+                .iter()
+                .any(|k| k.contains("Tag") && k.contains("\"1.0\"") && k.contains("sl6/wn")),
+            "{kinds:?}"
+        );
+    }
+}
