@@ -12,7 +12,7 @@ use crate::printer::Printer;
 #[derive(Subcommand)]
 pub(crate) enum RegistryCommand {
     /// Serve the registry (OCI distribution v2, docker search, metrics).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Remove blobs no manifest references (past the grace period) and expired uploads.
     /// The running registry does this online every --gc-interval-secs; this command is for a
     /// registry that is stopped.
@@ -105,7 +105,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub(crate) fn run(cmd: RegistryCommand, printer: &Printer) -> anyhow::Result<()> {
     match cmd {
-        RegistryCommand::Serve(a) => serve(a),
+        RegistryCommand::Serve(a) => serve(*a),
         RegistryCommand::Gc(a) => gc(a, printer),
         RegistryCommand::Reindex(a) => {
             let c = load(&a)?;
