@@ -149,14 +149,28 @@ impl Storage {
         let Some(dir) = path.parent().map(|d| d.to_owned()) else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-            .await
-            .expect("fsync task panicked")
-            .map_err(|source| Error::Io {
-                op: "fsync dir",
-                path: p.to_string(),
-                source,
-            })
+        // A delete may have removed now-empty directories (automatic cleanup): fsync the
+        // nearest one that still exists, which records the removal.
+        tokio::task::spawn_blocking(move || {
+            let mut dir = dir.as_path();
+            loop {
+                match std::fs::File::open(dir) {
+                    Ok(f) => return f.sync_all(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => match dir.parent() {
+                        Some(up) => dir = up,
+                        None => return Ok(()),
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("fsync task panicked")
+        .map_err(|source| Error::Io {
+            op: "fsync dir",
+            path: p.to_string(),
+            source,
+        })
     }
 
     /// Writes a small object whole and durably.
