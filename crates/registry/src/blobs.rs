@@ -204,7 +204,11 @@ pub(crate) async fn start(
             }
         };
         let mut up = handle.lock().await;
-        write_body(reg, &mut up, &id, req).await?;
+        if let Err(e) = write_body(reg, &mut up, &id, req).await {
+            // A monolithic upload cannot be resumed: leave nothing of it behind.
+            reg.drop_upload(&id).await?;
+            return Err(e);
+        }
         return commit(reg, repo, &id, &mut up, &d).await;
     }
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, &id, 0))
@@ -360,6 +364,8 @@ async fn commit(
     }
     {
         let _g = reg.gc_lock.read().await;
+        // Uploading a blob again starts its grace period over, as a first upload does.
+        reg.touch(d);
         if reg.index.blob(d)?.is_none() {
             reg.storage.commit_upload(id, &up.chunks, d).await?;
         }

@@ -49,7 +49,8 @@ impl Registry {
         };
         let mut doomed = Vec::new();
         for (d, meta) in &view.blobs {
-            if view.referenced.contains(d) || recently_touched.contains(d) || meta.created + grace.as_secs() > now {
+            // `created` is truncated to whole seconds: one more second keeps the grace whole.
+            if view.referenced.contains(d) || recently_touched.contains(d) || meta.created + grace.as_secs() + 1 > now {
                 continue;
             }
             report.bytes_freed += meta.size;

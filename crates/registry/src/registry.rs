@@ -138,16 +138,22 @@ impl Registry {
             })
             .collect();
         let (mut tags, mut manifests, mut layers) = (Vec::new(), Vec::new(), Vec::new());
-        let mut tagged = std::collections::HashSet::new();
+        // The search description comes from the tag pushed last: tag links carry their mtime.
+        let mut tag_times: HashMap<(String, Digest), std::time::SystemTime> = HashMap::new();
         let links = self.storage.list_links().await?;
         for link in &links {
-            if let Link::Tag { repo, digest, .. } = link {
-                tagged.insert((repo.clone(), digest.clone()));
+            if let Link::Tag {
+                repo, digest, modified, ..
+            } = link
+            {
+                let t = tag_times.entry((repo.clone(), digest.clone())).or_insert(*modified);
+                *t = (*t).max(*modified);
             }
         }
+        let mut descriptions: HashMap<String, (std::time::SystemTime, String)> = HashMap::new();
         for link in links {
             match link {
-                Link::Tag { repo, tag, digest } => tags.push((repo, tag, digest)),
+                Link::Tag { repo, tag, digest, .. } => tags.push((repo, tag, digest)),
                 Link::Layer { repo, digest } => layers.push((repo, digest)),
                 Link::Manifest { repo, digest } => {
                     let Some(bytes) = self.storage.read_blob(&digest).await? else {
@@ -158,13 +164,19 @@ impl Registry {
                         tracing::warn!(repo = %repo, digest = %digest, "unparsable manifest; dropped");
                         continue;
                     };
-                    let desc = if tagged.contains(&(repo.clone(), digest.clone())) {
-                        self.description(&m).await
-                    } else {
-                        None
-                    };
-                    manifests.push((repo, digest, manifest_meta(&m, bytes.len() as u64), desc));
+                    if let Some(&when) = tag_times.get(&(repo.clone(), digest.clone()))
+                        && let Some(desc) = self.description(&m).await
+                        && descriptions.get(&repo).is_none_or(|(t, _)| *t <= when)
+                    {
+                        descriptions.insert(repo.clone(), (when, desc));
+                    }
+                    manifests.push((repo, digest, manifest_meta(&m, bytes.len() as u64), None));
                 }
+            }
+        }
+        for (repo, _, _, desc) in &mut manifests {
+            if let Some((_, d)) = descriptions.remove(repo.as_str()) {
+                *desc = Some(d);
             }
         }
         let (n_tags, n_manifests) = (tags.len(), manifests.len());

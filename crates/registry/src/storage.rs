@@ -93,9 +93,21 @@ pub(crate) fn layer_link(repo: &str, d: &Digest) -> Path {
 /// One repository link found while rebuilding the index.
 #[derive(Debug)]
 pub(crate) enum Link {
-    Tag { repo: String, tag: String, digest: Digest },
-    Manifest { repo: String, digest: Digest },
-    Layer { repo: String, digest: Digest },
+    /// `modified` tells which tag was pushed last (its manifest gives the search description).
+    Tag {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        modified: std::time::SystemTime,
+    },
+    Manifest {
+        repo: String,
+        digest: Digest,
+    },
+    Layer {
+        repo: String,
+        digest: Digest,
+    },
 }
 
 impl Storage {
@@ -410,17 +422,19 @@ impl Storage {
     /// Every repository link, for rebuilding the index.
     pub(crate) async fn list_links(&self) -> Result<Vec<Link>> {
         let dir = Path::from("repositories");
-        let paths: Vec<Path> = self
+        let objects: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&dir))
-            .map_ok(|m| m.location)
             .try_collect()
             .await
             .map_err(storage_err("list", &dir))?;
-        let mut links = Vec::with_capacity(paths.len());
-        for p in paths {
+        let mut links = Vec::with_capacity(objects.len());
+        for meta in objects {
+            let p = meta.location;
             let parts: Vec<String> = p.parts().map(|x| x.as_ref().to_owned()).collect();
-            let Some(kind_at) = parts.iter().rposition(|x| x.starts_with('_')) else {
+            // Repository name components never start with '_' (they start with [a-z0-9]), so
+            // the first one that does is the link kind; a tag may start with '_'.
+            let Some(kind_at) = parts.iter().skip(1).position(|x| x.starts_with('_')).map(|i| i + 1) else {
                 continue;
             };
             let repo = parts[1..kind_at].join("/");
@@ -437,6 +451,7 @@ impl Storage {
                         repo,
                         tag: tag.clone(),
                         digest: d,
+                        modified: meta.last_modified.into(),
                     }
                 }
                 ("_manifests", [alg, hex]) => match digest(alg, hex) {
