@@ -41,21 +41,28 @@ enum Command {
     Version,
 }
 
-fn init_logging(level: &str) {
+/// Logs go to stderr from a background thread through a buffer that is flushed whenever the
+/// queue runs empty: a busy server writes its access log in large writes, an idle one at
+/// once. The guard flushes what is left when `main` returns.
+fn init_logging(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os(env_vars::NO_COLOR).is_none();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(64 << 10, std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi)
         .init();
+    guard
 }
 
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     let result = match cli.command {
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
