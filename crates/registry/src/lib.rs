@@ -19,6 +19,7 @@ mod routes;
 mod search;
 mod server;
 mod storage;
+mod zerocopy;
 
 pub use config::Config;
 pub use error::Error;

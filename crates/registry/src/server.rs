@@ -96,7 +96,8 @@ impl Server {
             let builder = auto::Builder::new(TokioExecutor::new());
             match &self.tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let io = TokioIo::new(crate::zerocopy::ZeroCopyTcp(stream));
+                    let conn = builder.serve_connection(io, service).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
