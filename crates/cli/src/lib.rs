@@ -34,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The engine: serve the Docker Engine API on a unix socket.
+    Daemon(Box<commands::daemon::DaemonArgs>),
     /// The OCI registry: serve, collect garbage, rebuild the index.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     let result = match cli.command {
+        Command::Daemon(args) => commands::daemon::run(*args),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
         Command::Version => {
             printer.line(&format!("berth {}", env!("CARGO_PKG_VERSION")));

@@ -1,1 +1,2 @@
+pub(crate) mod daemon;
 pub(crate) mod registry;

@@ -1,0 +1,98 @@
+//! `berth daemon`: the engine, serving the Docker Engine API on a unix socket.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_engine::{Config, Daemon, shutdown_signal};
+use clap::Args;
+
+/// dockerd's flag names, so a site's options carry over.
+#[derive(Args)]
+pub(crate) struct DaemonArgs {
+    /// TOML file with the same settings, kebab-case (flags win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Socket to serve the API on [default: unix:///run/berth/berth.sock].
+    #[arg(short = 'H', long, value_name = "unix://PATH")]
+    host: Option<String>,
+    /// Root of persistent state [default: /var/lib/berth].
+    #[arg(short = 'g', long, value_name = "DIR")]
+    data_root: Option<PathBuf>,
+    /// Root of runtime state [default: /run/berth].
+    #[arg(long, value_name = "DIR")]
+    exec_root: Option<PathBuf>,
+    /// Pid file [default: <exec-root>/berth.pid].
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Registry reached over plain HTTP or unverified TLS (HOST:PORT or CIDR); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// Pull-through mirror of Docker Hub; repeatable.
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    registry_mirrors: Vec<String>,
+    /// Registry searched, in order, for unqualified image names; repeatable.
+    #[arg(long = "add-registry", value_name = "HOST:PORT")]
+    add_registries: Vec<String>,
+    /// Registry that is refused; repeatable.
+    #[arg(long = "block-registry", value_name = "HOST")]
+    block_registries: Vec<String>,
+    /// Directory for temporary files [default: <data-root>/tmp].
+    #[arg(long, value_name = "DIR")]
+    tmpdir: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The config file (if any) with the flags on top. A repeatable flag given at all
+    /// replaces the file's list.
+    fn config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::from_file(p).with_context(|| format!("failed to load {}", p.display()))?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.host {
+            c.host = v;
+        }
+        if let Some(v) = self.data_root {
+            c.data_root = v;
+        }
+        if let Some(v) = self.exec_root {
+            c.exec_root = v;
+        }
+        if self.pidfile.is_some() {
+            c.pidfile = self.pidfile;
+        }
+        if self.tmpdir.is_some() {
+            c.tmpdir = self.tmpdir;
+        }
+        for (flag, list) in [
+            (self.insecure_registries, &mut c.insecure_registries),
+            (self.registry_mirrors, &mut c.registry_mirrors),
+            (self.add_registries, &mut c.add_registries),
+            (self.block_registries, &mut c.block_registries),
+        ] {
+            if !flag.is_empty() {
+                *list = flag;
+            }
+        }
+        Ok(c)
+    }
+}
+
+pub(crate) fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let (host, data_root) = (config.host.clone(), config.data_root.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal().context("failed to install the signal handlers")?;
+        let daemon = Daemon::bind(config).await.with_context(|| {
+            format!(
+                "failed to start the daemon on {host} with data root {}",
+                data_root.display()
+            )
+        })?;
+        daemon.run(shutdown).await.context("daemon failed")
+    })
+}

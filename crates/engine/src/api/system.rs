@@ -1,0 +1,440 @@
+//! `/_ping`, `/version`, `/info`, `/events`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State as StateExtractor};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{API_VERSION, MIN_API_VERSION, State, VERSION};
+use crate::config::{Config, is_cidr};
+use crate::error::Error;
+
+type AppState = StateExtractor<Arc<State>>;
+
+/// Set at build time by release scripts; "unknown" in a plain `cargo build`.
+const GIT_COMMIT: &str = match option_env!("BERTH_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+const BUILD_TIME: &str = match option_env!("BERTH_BUILD_TIME") {
+    Some(t) => t,
+    None => "unknown",
+};
+const GO_VERSION: &str = "n/a (Rust)";
+
+fn no_cache(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `GET /_ping`: the first call of every docker command (after HEAD).
+pub(super) async fn ping() -> Response {
+    let mut resp = no_cache("OK".into_response());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `HEAD /_ping`: the same headers, no body.
+pub(super) async fn ping_head() -> Response {
+    let mut resp = no_cache(Response::new(Body::empty()));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// `GET /version`, in the shape docker's `types.Version` has.
+pub(super) async fn version(StateExtractor(state): AppState) -> Json<Value> {
+    let host = &state.host;
+    Json(json!({
+        "Platform": { "Name": format!("Berth {VERSION}") },
+        "Components": [{
+            "Name": "Engine",
+            "Version": VERSION,
+            "Details": {
+                "ApiVersion": API_VERSION,
+                "Arch": host.go_arch,
+                "BuildTime": BUILD_TIME,
+                "Experimental": "false",
+                "GitCommit": GIT_COMMIT,
+                "GoVersion": GO_VERSION,
+                "KernelVersion": host.kernel_version,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+            },
+        }],
+        "Version": VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": GIT_COMMIT,
+        "GoVersion": GO_VERSION,
+        "Os": "linux",
+        "Arch": host.go_arch,
+        "KernelVersion": host.kernel_version,
+        "BuildTime": BUILD_TIME,
+    }))
+}
+
+/// `GET /info`: the fields `docker info` prints, in docker's `system.Info` shape.
+pub(super) async fn info(StateExtractor(state): AppState) -> Json<Value> {
+    let (c, host) = (&state.config, &state.host);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Json(json!({
+        "ID": state.engine_id,
+        "Containers": 0,
+        "ContainersRunning": 0,
+        "ContainersPaused": 0,
+        "ContainersStopped": 0,
+        "Images": 0,
+        "Driver": "overlay2",
+        "DriverStatus": [],
+        "Plugins": {
+            "Volume": ["local"],
+            "Network": ["bridge", "host", "null"],
+            "Authorization": null,
+            "Log": ["json-file"],
+        },
+        "MemoryLimit": true,
+        "SwapLimit": false,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "CPUSet": true,
+        "PidsLimit": true,
+        "IPv4Forwarding": true,
+        "Debug": false,
+        "NFd": open_fds(),
+        "OomKillDisable": false,
+        "NGoroutines": 0,
+        "SystemTime": now,
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": host.cgroup_version,
+        "NEventsListener": state.event_listeners.load(Ordering::Relaxed),
+        "KernelVersion": host.kernel_version,
+        "OperatingSystem": host.operating_system,
+        "OSVersion": host.os_version,
+        "OSType": "linux",
+        "Architecture": host.machine,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": registry_config(c),
+        "NCPU": host.ncpu,
+        "MemTotal": host.mem_total,
+        "GenericResources": null,
+        "DockerRootDir": c.data_root,
+        "HttpProxy": "",
+        "HttpsProxy": "",
+        "NoProxy": "",
+        "Name": host.hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": VERSION,
+        "Runtimes": {},
+        "DefaultRuntime": "",
+        "Swarm": {
+            "NodeID": "",
+            "NodeAddr": "",
+            "LocalNodeState": "inactive",
+            "ControlAvailable": false,
+            "Error": "",
+            "RemoteManagers": null,
+        },
+        "LiveRestoreEnabled": false,
+        "Isolation": "",
+        "InitBinary": "",
+        "ContainerdCommit": { "ID": "" },
+        "RuncCommit": { "ID": "" },
+        "InitCommit": { "ID": "" },
+        "SecurityOptions": [],
+        "CDISpecDirs": [],
+        "Warnings": null,
+    }))
+}
+
+/// dockerd's `RegistryConfig`: loopback is always insecure; a CIDR goes to
+/// `InsecureRegistryCIDRs`, a host to `IndexConfigs` with `Secure: false`; mirrors belong to
+/// docker.io. `--add-registry` and `--block-registry` have no dockerd field: they are listed
+/// in Berth's own `SearchRegistries` and `BlockedRegistries`.
+fn registry_config(c: &Config) -> Value {
+    let mut cidrs = vec!["::1/128".to_owned(), "127.0.0.0/8".to_owned()];
+    let mut index = BTreeMap::new();
+    index.insert(
+        "docker.io".to_owned(),
+        json!({ "Name": "docker.io", "Mirrors": c.registry_mirrors, "Secure": true, "Official": true }),
+    );
+    for r in &c.insecure_registries {
+        if is_cidr(r) {
+            if !cidrs.contains(r) {
+                cidrs.push(r.clone());
+            }
+        } else {
+            index.insert(
+                r.clone(),
+                json!({ "Name": r, "Mirrors": [], "Secure": false, "Official": false }),
+            );
+        }
+    }
+    for r in &c.add_registries {
+        index
+            .entry(r.clone())
+            .or_insert_with(|| json!({ "Name": r, "Mirrors": [], "Secure": true, "Official": false }));
+    }
+    json!({
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": index,
+        "Mirrors": c.registry_mirrors,
+        "SearchRegistries": c.add_registries,
+        "BlockedRegistries": c.block_registries,
+    })
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    since: Option<String>,
+    until: Option<String>,
+    filters: Option<String>,
+}
+
+/// `GET /events`: a JSON-lines stream. Nothing emits events yet, so it stays open, empty,
+/// until `until` passes, the client goes away, or the daemon shuts down.
+pub(super) async fn events(StateExtractor(state): AppState, Query(q): Query<EventsQuery>) -> Result<Response, Error> {
+    // No event is emitted yet, so no filter can exclude one; but a malformed one is still
+    // the client's error, as with dockerd.
+    if let Some(f) = q.filters.as_deref().filter(|f| !f.is_empty()) {
+        if !serde_json::from_str::<Value>(f).is_ok_and(|v| v.is_object()) {
+            return Err(Error::InvalidQuery {
+                name: "filters",
+                value: f.to_owned(),
+                reason: "expected a JSON object",
+            });
+        }
+    }
+    let since = q.since.as_deref().map(|v| parse_timestamp("since", v)).transpose()?;
+    let until = q.until.as_deref().map(|v| parse_timestamp("until", v)).transpose()?;
+    if let (Some(s), Some(u), Some(raw)) = (since, until, q.until.as_deref()) {
+        if s > u {
+            return Err(Error::InvalidQuery {
+                name: "until",
+                value: raw.to_owned(),
+                reason: "until is before since",
+            });
+        }
+    }
+    let mut shutdown = state.shutdown.clone();
+    let listener = ListenerGuard::new(state);
+    let wait = async move {
+        let _listener = listener;
+        let deadline = async {
+            match until {
+                Some(u) => {
+                    let left = u.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = deadline => {}
+            () = super::stopped(&mut shutdown) => {}
+        }
+    };
+    let stream = futures::stream::once(wait).filter_map(|()| async { None::<Result<Bytes, Infallible>> });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+/// Counts an open `/events` stream for as long as it lives.
+struct ListenerGuard(Arc<State>);
+
+impl ListenerGuard {
+    fn new(state: Arc<State>) -> ListenerGuard {
+        state.event_listeners.fetch_add(1, Ordering::Relaxed);
+        ListenerGuard(state)
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.event_listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The API's timestamps: `SECONDS[.NANOSECONDS]` since the epoch, as the docker CLI sends them.
+fn parse_timestamp(name: &'static str, value: &str) -> Result<SystemTime, Error> {
+    let bad = |reason| Error::InvalidQuery {
+        name,
+        value: value.to_owned(),
+        reason,
+    };
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    let secs: u64 = secs
+        .parse()
+        .map_err(|_| bad("expected seconds since the epoch, optionally with .nanoseconds"))?;
+    let nanos = if frac.is_empty() {
+        0
+    } else if frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{frac:0<9}").parse::<u32>().map_err(|_| bad("bad fraction"))?
+    } else {
+        return Err(bad("at most nine digits of fraction"));
+    };
+    Ok(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{call, test_state};
+    use super::*;
+    use axum::extract::Request;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn ping_headers() {
+        for method in ["GET", "HEAD"] {
+            let (s, h, body) = call(method, "/_ping").await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(h["api-version"], "1.45");
+            assert_eq!(h["ostype"], "linux");
+            assert_eq!(h["docker-experimental"], "false");
+            assert_eq!(h["server"], format!("Berth/{VERSION}"));
+            assert_eq!(h["cache-control"], "no-cache, no-store, must-revalidate");
+            assert_eq!(h["pragma"], "no-cache");
+            if method == "GET" {
+                assert_eq!(body, b"OK");
+            } else {
+                assert!(body.is_empty());
+                assert_eq!(h["content-length"], "0");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn version_and_info_shapes() {
+        let (s, _, body) = call("GET", "/v1.41/version").await;
+        assert_eq!(s, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["ApiVersion"], "1.45");
+        assert_eq!(v["MinAPIVersion"], "1.24");
+        assert_eq!(v["Components"][0]["Name"], "Engine");
+        assert_eq!(v["GoVersion"], GO_VERSION);
+        assert!(["amd64", "arm64"].contains(&v["Arch"].as_str().unwrap()));
+
+        let (s, _, body) = call("GET", "/info").await;
+        assert_eq!(s, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["ID"], "TEST:ID");
+        assert_eq!(v["DockerRootDir"], "/var/lib/berth-test");
+        assert_eq!(v["Containers"], 0);
+        assert_eq!(v["Driver"], "overlay2");
+        assert!(["1", "2"].contains(&v["CgroupVersion"].as_str().unwrap()));
+        assert_eq!(v["Warnings"], Value::Null);
+        assert_eq!(v["RegistryConfig"]["IndexConfigs"]["docker.io"]["Official"], true);
+    }
+
+    #[test]
+    fn registry_config_shape() {
+        let c = Config {
+            insecure_registries: vec!["10.0.0.0/8".into(), "reg:5000".into()],
+            registry_mirrors: vec!["https://mirror.example/".into()],
+            add_registries: vec!["site:5000".into()],
+            block_registries: vec!["docker.io".into()],
+            ..Config::default()
+        };
+        let r = registry_config(&c);
+        assert_eq!(
+            r["InsecureRegistryCIDRs"],
+            json!(["::1/128", "127.0.0.0/8", "10.0.0.0/8"])
+        );
+        assert_eq!(r["IndexConfigs"]["reg:5000"]["Secure"], false);
+        assert_eq!(r["IndexConfigs"]["site:5000"]["Secure"], true);
+        assert_eq!(
+            r["IndexConfigs"]["docker.io"]["Mirrors"],
+            json!(["https://mirror.example/"])
+        );
+        assert_eq!(r["Mirrors"], json!(["https://mirror.example/"]));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            parse_timestamp("since", "10").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(10)
+        );
+        assert_eq!(
+            parse_timestamp("since", "10.5").unwrap(),
+            UNIX_EPOCH + Duration::new(10, 500_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("until", "1700000000.000000001").unwrap(),
+            UNIX_EPOCH + Duration::new(1_700_000_000, 1)
+        );
+        for bad in ["", "x", "1.x", "1.0000000001", "-5"] {
+            assert!(parse_timestamp("until", bad).is_err(), "{bad}");
+        }
+    }
+
+    async fn events_body(state: Arc<State>, uri: &str) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let resp = super::super::router(state).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+            .await
+            .expect("events stream ended")
+            .unwrap();
+        (status, body.to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn events_end_at_until_and_at_shutdown() {
+        let (state, tx) = test_state();
+        let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 10;
+        let (s, body) = events_body(state.clone(), &format!("/v1.41/events?since={}&until={past}", past - 5)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.is_empty());
+        let (s, _) = events_body(state.clone(), &format!("/events?since={past}&until={}", past - 5)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = events_body(state.clone(), "/events?filters=nope").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let filters = "%7B%22type%22%3A%5B%22image%22%5D%7D"; // {"type":["image"]}
+        let (s, _) = events_body(state.clone(), &format!("/events?until={past}&filters={filters}")).await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Without `until` the stream stays open until shutdown.
+        let open = tokio::spawn(events_body(state.clone(), "/events"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!open.is_finished());
+        assert_eq!(state.event_listeners.load(Ordering::Relaxed), 1);
+        tx.send(true).unwrap();
+        let (s, body) = open.await.unwrap();
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.is_empty());
+        assert_eq!(state.event_listeners.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,124 @@
+//! The engine's errors, their classes, and the one place that maps a class to the Docker
+//! status code and `{"message": …}` body.
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// Failures of the daemon: start-up (config, lock, socket) and API requests.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    #[error("invalid host {host:?}: only unix://ABSOLUTE_PATH is supported")]
+    InvalidHost { host: String },
+    #[error("invalid {flag} {value:?}: {reason}")]
+    InvalidRegistry {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
+        "data root {} is in use by another berth daemon ({holder}); stop that daemon or choose another --data-root",
+        data_root.display()
+    )]
+    DataRootLocked { data_root: PathBuf, holder: String },
+    #[error(
+        "pid file {} names a running process (pid {pid}); is another daemon using it? Choose another --pidfile",
+        path.display()
+    )]
+    PidfileInUse { path: PathBuf, pid: i32 },
+    #[error(
+        "socket {} is in use by a running daemon; stop it or choose another -H unix://PATH",
+        path.display()
+    )]
+    SocketInUse { path: PathBuf },
+    #[error("{} exists and is not a socket; refusing to replace it", path.display())]
+    NotASocket { path: PathBuf },
+    #[error("client version {version} is too new. Maximum supported API version is {max}")]
+    ApiVersionTooNew { version: String, max: &'static str },
+    #[error(
+        "client version {version} is too old. Minimum supported API version is {min}, please upgrade your client to a newer version"
+    )]
+    ApiVersionTooOld { version: String, min: &'static str },
+    #[error("invalid value for {name}: {value:?} ({reason})")]
+    InvalidQuery {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("berth: {method} {path} is not implemented yet")]
+    NotImplemented { method: String, path: String },
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The classes of failure that API clients can act on; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    Unauthorized,
+    NotImplemented,
+    Unavailable,
+    Internal,
+}
+
+impl Error {
+    /// What class of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Internal,
+            Error::Config { .. }
+            | Error::InvalidHost { .. }
+            | Error::InvalidRegistry { .. }
+            | Error::ApiVersionTooNew { .. }
+            | Error::ApiVersionTooOld { .. }
+            | Error::InvalidQuery { .. } => ErrorKind::InvalidArgument,
+            Error::DataRootLocked { .. }
+            | Error::PidfileInUse { .. }
+            | Error::SocketInUse { .. }
+            | Error::NotASocket { .. } => ErrorKind::Conflict,
+            Error::NotImplemented { .. } => ErrorKind::NotImplemented,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The status dockerd answers with (moby `errdefs/http_helpers.go`).
+    fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        // Internal detail (paths, OS errors) goes to the log, not to the client.
+        let message = if kind == ErrorKind::Internal {
+            tracing::error!(error = %self, "request failed");
+            "internal error; see the daemon log".to_owned()
+        } else {
+            self.to_string()
+        };
+        (kind.status(), Json(serde_json::json!({ "message": message }))).into_response()
+    }
+}

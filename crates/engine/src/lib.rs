@@ -1,0 +1,22 @@
+//! Berth's engine: the daemon behind `berth daemon`. It owns the data root (one daemon per
+//! root, by lock), the pid file and the unix socket, and serves the Docker Engine API there.
+//!
+//! [`Daemon::bind`] takes a [`Config`] and does everything that can fail at start-up;
+//! [`Daemon::run`] serves until [`shutdown_signal`] (or any future) resolves. Failures are an
+//! [`Error`]; its [`ErrorKind`] decides the HTTP status an API client sees.
+//!
+//! Served so far: `/_ping`, `/version`, `/info`, `/events` (empty for now); every other path
+//! answers 501 with a message naming it.
+
+// `/info` is one large `json!` literal.
+#![recursion_limit = "256"]
+
+mod api;
+mod config;
+mod daemon;
+mod error;
+mod host;
+
+pub use config::Config;
+pub use daemon::{Daemon, shutdown_signal};
+pub use error::{Error, ErrorKind};
