@@ -5,6 +5,8 @@
 //! <data-root>/            created 0711
 //!   berth.lock            flock'ed for the daemon's life; holds "pid\npidfile\n" of the holder
 //!   engine-id             the engine's UUID (/info ID), written once, atomically
+//!   images.redb, blobs/, snapshots/
+//!                         the image store, owned by berth-image (its layout is drawn there)
 //!   tmp/                  default --tmpdir
 //! <exec-root>/            created 0700; runtime state gone after reboot
 //!   berth.pid             default --pidfile; written after the lock, removed on exit
@@ -28,6 +30,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use berth_image::ImageStore;
+
 use crate::api::{State, router};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -46,6 +50,7 @@ pub struct Daemon {
     _lock: Flock<File>,
     config: Config,
     engine_id: String,
+    images: Arc<ImageStore>,
 }
 
 impl Daemon {
@@ -61,6 +66,8 @@ impl Daemon {
         let lock = lock_data_root(&config.data_root, &pidfile)?;
         let pidfile = write_pidfile(&pidfile)?;
         let engine_id = engine_id(&config.data_root)?;
+        // Opening sweeps what a crash left in the store; only the lock holder may do that.
+        let images = Arc::new(ImageStore::open(&config.data_root)?);
         let (listener, socket) = bind_socket(&socket)?;
         Ok(Daemon {
             listener,
@@ -69,6 +76,7 @@ impl Daemon {
             _lock: lock,
             config,
             engine_id,
+            images,
         })
     }
 
@@ -86,6 +94,7 @@ impl Daemon {
             self.engine_id.clone(),
             Host::detect(),
             stop_rx.clone(),
+            self.images.clone(),
         );
         let app = router(Arc::new(state));
         tracing::info!(

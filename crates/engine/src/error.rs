@@ -57,6 +57,14 @@ pub enum Error {
     },
     #[error("berth: {method} {path} is not implemented yet")]
     NotImplemented { method: String, path: String },
+    #[error("No such container: {name}")]
+    NoSuchContainer { name: String },
+    #[error("invalid filter '{name}'")]
+    InvalidFilter { name: String },
+    #[error("berth: {what} is not implemented yet")]
+    NotBuilt { what: String },
+    #[error("{0}")]
+    Image(#[from] berth_image::Error),
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,12 +92,20 @@ impl Error {
             | Error::InvalidRegistry { .. }
             | Error::ApiVersionTooNew { .. }
             | Error::ApiVersionTooOld { .. }
-            | Error::InvalidQuery { .. } => ErrorKind::InvalidArgument,
+            | Error::InvalidQuery { .. }
+            | Error::InvalidFilter { .. } => ErrorKind::InvalidArgument,
             Error::DataRootLocked { .. }
             | Error::PidfileInUse { .. }
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
-            Error::NotImplemented { .. } => ErrorKind::NotImplemented,
+            Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
+            Error::NoSuchContainer { .. } => ErrorKind::NotFound,
+            Error::Image(e) => match e.kind() {
+                berth_image::ErrorKind::NotFound => ErrorKind::NotFound,
+                berth_image::ErrorKind::Conflict => ErrorKind::Conflict,
+                berth_image::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                berth_image::ErrorKind::Internal => ErrorKind::Internal,
+            },
         }
     }
 }

@@ -1,10 +1,23 @@
-//! Berth's local image store. So far it owns safe layer extraction ([`extract`]): unpacking
-//! an image layer (a tar stream) into a snapshot directory so that no entry can write outside
-//! it, with whiteouts turned into overlayfs whiteouts for overlay lowers, or applied in place.
-//! The content store, snapshots, pull/push, import/save/load follow (issue 4).
+//! Berth's local image store. [`ImageStore`] keeps images under the daemon's data root:
+//! blobs in a content store ([`ContentStore`], [`LocalContent`]), image records and tags in one
+//! redb file, and layers unpacked once into snapshots keyed by chain ID and reference counted.
+//! [`ImageStore::import`] turns a root filesystem tarball into an image. Layers are unpacked
+//! by [`extract`], which no entry can trick into writing outside its root, with whiteouts
+//! turned into overlayfs whiteouts for overlay lowers, or applied in place.
+//! Pull/push and save/load follow (issue 4).
 
+mod config;
+mod content;
 mod error;
 mod extract;
+mod names;
+mod store;
 
-pub use error::Error;
+pub use config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes};
+#[cfg(feature = "testsuite")]
+pub use content::testsuite;
+pub use content::{ContentStore, ContentWriter, LocalContent, LocalWriter};
+pub use error::{Error, ErrorKind};
 pub use extract::{ExtractOptions, ExtractStats, Whiteouts, extract};
+pub use names::{familiar, normalize, split_tag};
+pub use store::{Image, ImageRecord, ImageStore, ImportOptions, Layer, Removed, chain_ids};

@@ -1,6 +1,7 @@
 //! The Docker Engine API: the router, the `/v1.N` prefix, the headers every answer carries,
 //! and the 501 for what is not served yet. Handlers live in one module per resource.
 
+mod images;
 mod system;
 
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use berth_image::ImageStore;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use tokio::sync::watch;
 use tower::Layer;
@@ -39,16 +41,24 @@ pub(crate) struct State {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Open `/events` streams (`NEventsListener` in /info).
     pub(crate) event_listeners: AtomicUsize,
+    pub(crate) images: Arc<ImageStore>,
 }
 
 impl State {
-    pub(crate) fn new(config: Config, engine_id: String, host: Host, shutdown: watch::Receiver<bool>) -> State {
+    pub(crate) fn new(
+        config: Config,
+        engine_id: String,
+        host: Host,
+        shutdown: watch::Receiver<bool>,
+        images: Arc<ImageStore>,
+    ) -> State {
         State {
             config,
             engine_id,
             host,
             shutdown,
             event_listeners: AtomicUsize::new(0),
+            images,
         }
     }
 }
@@ -60,6 +70,17 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(system::events))
+        // No containers exist yet; `docker inspect NAME` asks for a container first and moves
+        // on to images only after a 404.
+        .route("/containers/{name}/json", get(images::no_such_container))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/prune", post(images::prune))
+        // Names hold slashes (`myreg:5000/sl6/wn`), so the action is the path's last part.
+        .route(
+            "/images/{*rest}",
+            get(images::get_action).post(images::post_action).delete(images::remove),
+        )
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)
         .with_state(state);
@@ -159,18 +180,21 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    pub(super) fn test_state() -> (Arc<State>, watch::Sender<bool>) {
+    /// A state over a temporary image store, removed when the returned guard drops.
+    pub(super) fn test_state() -> (Arc<State>, watch::Sender<bool>, tempfile::TempDir) {
         let (tx, rx) = watch::channel(false);
         let config = Config {
             data_root: "/var/lib/berth-test".into(),
             ..Config::default()
         };
-        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx);
-        (Arc::new(state), tx)
+        let root = tempfile::tempdir().unwrap();
+        let images = Arc::new(ImageStore::open(root.path()).unwrap());
+        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images);
+        (Arc::new(state), tx, root)
     }
 
     pub(super) async fn call(method: &str, uri: &str) -> (StatusCode, http::HeaderMap, Vec<u8>) {
-        let (state, _tx) = test_state();
+        let (state, _tx, _root) = test_state();
         let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
         let resp = router(state).oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
@@ -214,9 +238,9 @@ mod tests {
             ),
             ("/v1.41/_ping", 200, None),
             (
-                "/v1.41/images/json?all=1",
+                "/v1.41/containers/json?all=1",
                 501,
-                Some("berth: GET /images/json is not implemented yet"),
+                Some("berth: GET /containers/json is not implemented yet"),
             ),
             ("/v1.41", 501, Some("berth: GET / is not implemented yet")),
             (

@@ -96,6 +96,10 @@ pub(super) async fn version(StateExtractor(state): AppState) -> Json<Value> {
 /// `GET /info`: the fields `docker info` prints, in docker's `system.Info` shape.
 pub(super) async fn info(StateExtractor(state): AppState) -> Json<Value> {
     let (c, host) = (&state.config, &state.host);
+    let images = state.images.count().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "failed to count images");
+        0
+    });
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -105,7 +109,7 @@ pub(super) async fn info(StateExtractor(state): AppState) -> Json<Value> {
         "ContainersRunning": 0,
         "ContainersPaused": 0,
         "ContainersStopped": 0,
-        "Images": 0,
+        "Images": images,
         "Driver": "overlay2",
         "DriverStatus": [],
         "Plugins": {
@@ -413,7 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_end_at_until_and_at_shutdown() {
-        let (state, tx) = test_state();
+        let (state, tx, _root) = test_state();
         let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 10;
         let (s, body) = events_body(state.clone(), &format!("/v1.41/events?since={}&until={past}", past - 5)).await;
         assert_eq!(s, StatusCode::OK);
