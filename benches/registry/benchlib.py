@@ -310,6 +310,19 @@ def cmd_report(tsv, json_out=None):
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(fmt_row(r))
+    # Under a shared, noisy machine the median of each column can come from different
+    # moments; the ratio within each round (runs of one round are seconds apart) is steadier.
+    print("per-round ratios (berth / baseline, round by round; median):")
+    for key, label, base, cmp_, target, fmt in MEASURES:
+        if cmp_ is None:
+            continue
+        bvals = data.get(key, {}).get("berth", {}).get("values", [])
+        dvals = data.get(key, {}).get(base, {}).get("values", [])
+        ratios = [b / d for b, d in zip(bvals, dvals) if d]
+        if ratios:
+            out["measures"][key]["round_ratios"] = ratios
+            print("  %-32s %s; median %.2f" % (label, " ".join("%.2f" % r for r in ratios),
+                                               statistics.median(ratios)))
     notes = []
     for key, label, *_ in MEASURES:
         for s in SYSTEMS:
