@@ -70,7 +70,8 @@ impl Registry {
             }
         };
         report.orphans_removed = orphans.len();
-        report.uploads_expired = self.expired_uploads(&mut report.errors).await.len();
+        let expired = self.expired_uploads(&mut report.errors).await;
+        report.uploads_expired = expired.len();
         if dry_run {
             return Ok(report);
         }
@@ -88,7 +89,7 @@ impl Registry {
                 report.errors.push(e.to_string());
             }
         }
-        for id in self.expired_uploads(&mut report.errors).await {
+        for id in expired {
             if let Err(e) = self.drop_upload(&id).await {
                 report.errors.push(e.to_string());
             }
