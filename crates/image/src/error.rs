@@ -46,6 +46,8 @@ pub enum Error {
     InvalidChange { change: String, reason: String },
     #[error("the import is empty: no root filesystem tarball was sent")]
     EmptyImport,
+    #[error("invalid image archive: {entry}: {reason}")]
+    InvalidArchive { entry: String, reason: String },
 }
 
 impl Error {
@@ -64,7 +66,8 @@ impl Error {
             | Error::UnsupportedReference { .. }
             | Error::AmbiguousId { .. }
             | Error::InvalidChange { .. }
-            | Error::EmptyImport => ErrorKind::InvalidArgument,
+            | Error::EmptyImport
+            | Error::InvalidArchive { .. } => ErrorKind::InvalidArgument,
             Error::Io { .. } | Error::Db { .. } | Error::CorruptRecord { .. } => ErrorKind::Internal,
         }
     }

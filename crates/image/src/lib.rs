@@ -4,19 +4,29 @@
 //! [`ImageStore::import`] turns a root filesystem tarball into an image. Layers are unpacked
 //! by [`extract`], which no entry can trick into writing outside its root, with whiteouts
 //! turned into overlayfs whiteouts for overlay lowers, or applied in place.
-//! Pull/push and save/load follow (issue 4).
+//! [`ImageStore::export`] and [`ImageStore::load`] write and read `docker save` archives
+//! (and OCI layout tarballs). [`resolve`] and [`Resolved::pull`] pull images from registries
+//! (parallel, streaming, verified layer downloads). Push follows (issue 4).
 
+mod archive;
 mod config;
 mod content;
+mod distribution;
 mod error;
 mod extract;
 mod names;
+mod pull;
 mod store;
 
+pub use archive::{Export, Loaded};
 pub use config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes};
 #[cfg(feature = "testsuite")]
 pub use content::testsuite;
 pub use content::{ContentStore, ContentWriter, LocalContent, LocalWriter};
+pub use distribution::{
+    Credentials, DEFAULT_CERTS_DIR, PARALLEL_LAYERS, Progress, PullError, PullOutcome, RegistryOptions, Resolved,
+    resolve,
+};
 pub use error::{Error, ErrorKind};
 pub use extract::{ExtractOptions, ExtractStats, Whiteouts, extract};
 pub use names::{familiar, normalize, split_tag};

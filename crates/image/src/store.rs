@@ -128,12 +128,12 @@ pub struct ImportOptions {
 
 /// The image store rooted at a data root; see the module documentation for the layout.
 pub struct ImageStore {
-    content: LocalContent,
+    pub(crate) content: LocalContent,
     db: Database,
-    snapshots: PathBuf,
+    pub(crate) snapshots: PathBuf,
     /// Serialises changes that touch both the files and the metadata (snapshot renames and
     /// refcounts, tags, removals). Reads go straight to redb.
-    write: Mutex<()>,
+    pub(crate) write: Mutex<()>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -322,7 +322,7 @@ impl ImageStore {
         Ok(image)
     }
 
-    fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64), Error> {
+    pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64), Error> {
         let mut w = self.content.writer()?;
         w.write_all(bytes).map_err(|source| Error::Io {
             op: "write blob",
@@ -335,7 +335,12 @@ impl ImageStore {
     /// Moves the unpacked layers into place (or drops them if another image already has that
     /// chain), then records the image, its tag and the snapshot refcounts in one transaction.
     /// The caller holds `self.write`.
-    fn add_locked(&self, record: ImageRecord, unpacked: &[&Path], tag: Option<String>) -> Result<Image, Error> {
+    pub(crate) fn add_locked(
+        &self,
+        record: ImageRecord,
+        unpacked: &[&Path],
+        tag: Option<String>,
+    ) -> Result<Image, Error> {
         let chains = record.chain_ids();
         let tx = self.db.begin_write().map_err(db("begin"))?;
         {
@@ -645,7 +650,7 @@ pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Dige
 }
 
 /// Removes a directory tree that may hold read-only directories (a layer's own modes).
-fn remove_tree(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_tree(path: &Path) -> Result<(), Error> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -1,5 +1,5 @@
 //! `/images/…`: import (`POST /images/create?fromSrc=-`), list, inspect, history, tag,
-//! remove and prune, over the image store. Pull, push, save and load answer 501 for now.
+//! remove and prune, over the image store; pull is in `pull.rs`. Push answers 501 for now.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -22,7 +22,7 @@ use crate::error::Error;
 type AppState = StateExtractor<Arc<State>>;
 
 /// The query string as (name, value) pairs, repeated names kept (`changes=…&changes=…`).
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
@@ -396,10 +396,16 @@ pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQue
     })))
 }
 
-/// The request body as a blocking reader for the import thread.
-struct BodyReader {
+/// The request body as a blocking reader for the import (and load) thread.
+pub(super) struct BodyReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
+}
+
+impl BodyReader {
+    pub(super) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> BodyReader {
+        BodyReader { rx, cur: Bytes::new() }
+    }
 }
 
 impl Read for BodyReader {
@@ -417,18 +423,16 @@ impl Read for BodyReader {
 }
 
 /// `POST /images/create`: `fromSrc=-` imports the body as a root filesystem tarball.
-/// `fromSrc=URL` and `fromImage` (pull) are not built yet.
+/// `fromImage` pulls (see `pull.rs`); `fromSrc=URL` is not built yet.
 pub(super) async fn create(
     StateExtractor(state): AppState,
     RawQuery(raw): RawQuery,
+    headers: http::HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let q = Query::new(raw);
     if let Some(image) = q.get("fromImage").filter(|v| !v.is_empty()) {
-        tracing::debug!(image, "pull requested");
-        return Err(Error::NotBuilt {
-            what: "pull".to_owned(),
-        });
+        return super::pull::pull(&state, super::pull::reference(image, q.get("tag")), &headers).await;
     }
     match q.get("fromSrc") {
         Some("-") => {}
@@ -618,9 +622,9 @@ mod tests {
         let (state, _tx, _root) = test_state();
         let table: &[(&str, StatusCode, &str)] = &[
             (
-                "/images/create?fromImage=busybox&tag=latest",
-                StatusCode::NOT_IMPLEMENTED,
-                "pull is not implemented yet",
+                "/images/create?fromImage=UPPER&tag=latest",
+                StatusCode::BAD_REQUEST,
+                "invalid reference format",
             ),
             (
                 "/images/create?fromSrc=http%3A%2F%2Fx%2Fr.tar",

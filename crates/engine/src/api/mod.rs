@@ -1,7 +1,9 @@
 //! The Docker Engine API: the router, the `/v1.N` prefix, the headers every answer carries,
 //! and the 501 for what is not served yet. Handlers live in one module per resource.
 
+mod archive;
 mod images;
+mod pull;
 mod system;
 
 use std::sync::Arc;
@@ -76,10 +78,14 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
+        .route("/images/get", get(archive::save))
+        .route("/images/load", post(archive::load))
         // Names hold slashes (`myreg:5000/sl6/wn`), so the action is the path's last part.
         .route(
             "/images/{*rest}",
-            get(images::get_action).post(images::post_action).delete(images::remove),
+            get(archive::get_action)
+                .post(images::post_action)
+                .delete(images::remove),
         )
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)
