@@ -2,6 +2,7 @@
 //! subcommand under `commands/`. Every command calls one library function and adds context
 //! to its errors; all user output goes through [`printer::Printer`].
 
+mod client;
 mod commands;
 mod printer;
 
@@ -16,6 +17,10 @@ mod env_vars {
     pub(crate) const RUST_LOG: &str = "RUST_LOG";
     /// Set (to anything) to turn off coloured log output.
     pub(crate) const NO_COLOR: &str = "NO_COLOR";
+    /// The daemon the client commands talk to (`unix://PATH`), when `-H` is not given.
+    pub(crate) const BERTH_HOST: &str = "BERTH_HOST";
+    /// docker's variable, read after `BERTH_HOST`.
+    pub(crate) const DOCKER_HOST: &str = "DOCKER_HOST";
 }
 
 #[derive(Parser)]
@@ -28,6 +33,11 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// The daemon's socket, unix://PATH: where `berth daemon` listens and the other commands
+    /// connect [default: $BERTH_HOST, then $DOCKER_HOST, then unix:///run/berth/berth.sock;
+    /// `berth daemon` reads neither variable].
+    #[arg(short = 'H', long, global = true, value_name = "unix://PATH")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +49,28 @@ enum Command {
     /// The OCI registry: serve, collect garbage, rebuild the index.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
-    /// Show the version.
+    /// List images.
+    Images(commands::images::ImagesArgs),
+    /// Pull an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Push an image to a registry.
+    Push(commands::push::PushArgs),
+    /// Make an image from a root filesystem tarball.
+    Import(commands::import::ImportArgs),
+    /// Write images to a docker-archive tarball.
+    Save(commands::save::SaveArgs),
+    /// Load images from a docker-archive or OCI layout tarball.
+    Load(commands::load::LoadArgs),
+    /// Give an image another name.
+    Tag(commands::tag::TagArgs),
+    /// Remove images.
+    Rmi(commands::rmi::RmiArgs),
+    /// Show images in detail (pretty JSON).
+    InspectImage(commands::inspect_image::InspectArgs),
+    /// Manage images (`berth image inspect`, `ls`, `rm`).
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Show the version of this binary and of the daemon, when one answers.
     Version,
 }
 
@@ -61,18 +92,54 @@ fn init_logging(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
+/// Runs a client command on a single-threaded runtime.
+fn client_command<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(()) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use anyhow::Context;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(f(()))
+}
+
+/// The commands that talk to a daemon through the API.
+async fn run_client(command: Command, client: client::Client, printer: &printer::Printer) -> anyhow::Result<()> {
+    let client = &client;
+    match command {
+        Command::Images(args) => commands::images::run(args, client, printer).await,
+        Command::Pull(args) => commands::pull::run(args, client, printer).await,
+        Command::Push(args) => commands::push::run(args, client, printer).await,
+        Command::Import(args) => commands::import::run(args, client, printer).await,
+        Command::Save(args) => commands::save::run(args, client, printer).await,
+        Command::Load(args) => commands::load::run(args, client, printer).await,
+        Command::Tag(args) => commands::tag::run(args, client, printer).await,
+        Command::Rmi(args) => commands::rmi::run(args, client, printer).await,
+        Command::InspectImage(args) => commands::inspect_image::run(args, client, printer).await,
+        Command::Image(cmd) => commands::image::run(cmd, client, printer).await,
+        Command::Daemon(_) | Command::Registry(_) | Command::Version => unreachable!("not a client command"),
+    }
+}
+
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     let result = match cli.command {
-        Command::Daemon(args) => commands::daemon::run(*args),
+        Command::Daemon(args) => commands::daemon::run(*args, cli.host),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
-        Command::Version => {
-            printer.line(&format!("berth {}", env!("CARGO_PKG_VERSION")));
-            Ok(())
-        }
+        Command::Version => client_command(|_| async {
+            let client = client::Client::new(cli.host.as_deref()).ok();
+            commands::version::run(client.as_ref(), &printer).await
+        }),
+        command => match client::Client::new(cli.host.as_deref()) {
+            Ok(client) => client_command(|()| run_client(command, client, &printer)),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,15 +6,13 @@ use anyhow::Context;
 use berth_engine::{Config, Daemon, shutdown_signal};
 use clap::Args;
 
-/// dockerd's flag names, so a site's options carry over.
+/// dockerd's flag names, so a site's options carry over. `-H/--host` is the global flag
+/// (here: the socket to serve the API on, default `unix:///run/berth/berth.sock`).
 #[derive(Args)]
 pub(crate) struct DaemonArgs {
     /// TOML file with the same settings, kebab-case (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Socket to serve the API on [default: unix:///run/berth/berth.sock].
-    #[arg(short = 'H', long, value_name = "unix://PATH")]
-    host: Option<String>,
     /// Root of persistent state [default: /var/lib/berth].
     #[arg(short = 'g', long, value_name = "DIR")]
     data_root: Option<PathBuf>,
@@ -44,12 +42,12 @@ pub(crate) struct DaemonArgs {
 impl DaemonArgs {
     /// The config file (if any) with the flags on top. A repeatable flag given at all
     /// replaces the file's list.
-    fn config(self) -> anyhow::Result<Config> {
+    fn config(self, host: Option<String>) -> anyhow::Result<Config> {
         let mut c = match &self.config {
             Some(p) => Config::from_file(p).with_context(|| format!("failed to load {}", p.display()))?,
             None => Config::default(),
         };
-        if let Some(v) = self.host {
+        if let Some(v) = host {
             c.host = v;
         }
         if let Some(v) = self.data_root {
@@ -78,8 +76,8 @@ impl DaemonArgs {
     }
 }
 
-pub(crate) fn run(args: DaemonArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+pub(crate) fn run(args: DaemonArgs, host: Option<String>) -> anyhow::Result<()> {
+    let config = args.config(host)?;
     let (host, data_root) = (config.host.clone(), config.data_root.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

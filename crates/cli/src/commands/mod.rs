@@ -1,2 +1,13 @@
 pub(crate) mod daemon;
+pub(crate) mod image;
+pub(crate) mod images;
+pub(crate) mod import;
+pub(crate) mod inspect_image;
+pub(crate) mod load;
+pub(crate) mod pull;
+pub(crate) mod push;
 pub(crate) mod registry;
+pub(crate) mod rmi;
+pub(crate) mod save;
+pub(crate) mod tag;
+pub(crate) mod version;

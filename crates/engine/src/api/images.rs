@@ -56,14 +56,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-struct Query(Vec<(String, String)>);
+pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn new(raw: Option<String>) -> Query {
+    pub(super) fn new(raw: Option<String>) -> Query {
         Query(query_pairs(raw.as_deref()))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
@@ -322,14 +322,19 @@ fn history(image: &Image) -> Value {
     Value::Array(items)
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`; the rest (`/push`) is not built.
+/// `POST /images/{name}/tag?repo=&tag=`, and `/push` (in `push.rs`).
 pub(super) async fn post_action(
     StateExtractor(state): AppState,
     PathExtractor(rest): PathExtractor<String>,
     RawQuery(raw): RawQuery,
     method: Method,
     uri: Uri,
+    headers: http::HeaderMap,
 ) -> Result<Response, Error> {
+    if let Some(name) = rest.strip_suffix("/push") {
+        let q = Query::new(raw);
+        return super::push::push(&state, name, q.get("tag"), &headers).await;
+    }
     let Some(name) = rest.strip_suffix("/tag") else {
         return Err(super::not_implemented(method, uri).await);
     };
@@ -647,7 +652,11 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "the import is empty",
             ),
-            ("/images/x/push", StatusCode::NOT_IMPLEMENTED, "POST /images/x/push"),
+            (
+                "/images/x/push?tag=1",
+                StatusCode::NOT_FOUND,
+                "An image does not exist locally with the tag: x",
+            ),
         ];
         for &(uri, status, msg) in table {
             let (s, v) = send(&state, "POST", uri, vec![]).await;

@@ -2,8 +2,11 @@
 //! and the 501 for what is not served yet. Handlers live in one module per resource.
 
 mod archive;
+mod auth;
 mod images;
 mod pull;
+mod push;
+mod search;
 mod system;
 
 use std::sync::Arc;
@@ -75,6 +78,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         // No containers exist yet; `docker inspect NAME` asks for a container first and moves
         // on to images only after a 404.
         .route("/containers/{name}/json", get(images::no_such_container))
+        .route("/auth", post(auth::auth))
+        .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))

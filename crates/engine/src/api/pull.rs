@@ -28,7 +28,7 @@ pub(super) fn reference(from_image: &str, tag: Option<&str>) -> String {
 
 /// `X-Registry-Auth`: base64url JSON `{username, password, serveraddress}`; absent, empty or
 /// undecodable means anonymous (as dockerd treats it).
-fn credentials(headers: &HeaderMap) -> Option<Credentials> {
+pub(super) fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     let raw = headers.get("x-registry-auth")?.to_str().ok()?.trim();
     if raw.is_empty() {
         return None;
@@ -47,7 +47,7 @@ fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     Some(Credentials { username, password })
 }
 
-fn options(state: &State) -> RegistryOptions {
+pub(super) fn options(state: &State) -> RegistryOptions {
     let c = &state.config;
     RegistryOptions {
         insecure: c.insecure_registries.clone(),
@@ -60,7 +60,7 @@ fn options(state: &State) -> RegistryOptions {
 }
 
 /// One progress event as dockerd writes it.
-fn line(p: &Progress) -> Value {
+pub(super) fn line(p: &Progress) -> Value {
     let mut v = json!({ "status": p.status });
     if let Some(id) = &p.id {
         v["id"] = json!(id);
@@ -98,7 +98,7 @@ fn bar(current: u64, total: u64) -> String {
     format!("[{body}] {:>8}/{}", mb(current), mb(total))
 }
 
-fn encode(v: &Value) -> Bytes {
+pub(super) fn encode(v: &Value) -> Bytes {
     let mut s = v.to_string();
     s.push_str("\r\n");
     Bytes::from(s)

@@ -36,6 +36,19 @@ impl RegistryClient {
         opts: &RegistryOptions,
         creds: Option<&Credentials>,
     ) -> Result<RegistryClient, PullError> {
+        Self::connect_for(host, base_url, repo, "pull", opts, creds).await
+    }
+
+    /// As [`connect`](Self::connect), asking a token service for `actions` on `repo`
+    /// (`pull`, `pull,push`); an empty `repo` asks for no repository scope (login).
+    pub(crate) async fn connect_for(
+        host: &str,
+        base_url: Option<&str>,
+        repo: &str,
+        actions: &str,
+        opts: &RegistryOptions,
+        creds: Option<&Credentials>,
+    ) -> Result<RegistryClient, PullError> {
         let insecure = opts.is_insecure(host);
         let unreachable = |reason: String| PullError::Unreachable {
             host: host.to_owned(),
@@ -69,7 +82,7 @@ impl RegistryClient {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("")
                             .to_owned();
-                        client.authorization = client.answer(&challenge, repo, creds).await?;
+                        client.authorization = client.answer(&challenge, repo, actions, creds).await?;
                     }
                     tracing::debug!(registry = %client.host, base = %client.base, "registry connected");
                     return Ok(client);
@@ -88,6 +101,7 @@ impl RegistryClient {
         &self,
         challenge: &str,
         repo: &str,
+        actions: &str,
         creds: Option<&Credentials>,
     ) -> Result<Option<HeaderValue>, PullError> {
         let basic = creds.map(|c| {
@@ -111,8 +125,8 @@ impl RegistryClient {
         let Some(realm) = get("realm") else {
             return Ok(None);
         };
-        let scope = get("scope").unwrap_or_else(|| format!("repository:{repo}:pull"));
-        let mut query = vec![("scope", scope)];
+        let scope = get("scope").or_else(|| (!repo.is_empty()).then(|| format!("repository:{repo}:{actions}")));
+        let mut query: Vec<(&str, String)> = scope.into_iter().map(|s| ("scope", s)).collect();
         if let Some(service) = get("service") {
             query.push(("service", service));
         }
@@ -147,6 +161,29 @@ impl RegistryClient {
             .and_then(|t| t.as_str())
             .unwrap_or("");
         Ok(HeaderValue::from_str(&format!("Bearer {token}")).ok())
+    }
+
+    /// A request to `path` (from the root: `/v2/…`, `/v1/…`) or to an absolute URL (an
+    /// upload `Location`), with the `Authorization` header when there is one.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(a) = &self.authorization {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        req
+    }
+
+    /// Sends `req`, turning a transport failure into [`PullError::Unreachable`].
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, PullError> {
+        req.send().await.map_err(|e| PullError::Unreachable {
+            host: self.host.clone(),
+            reason: error_chain(&e),
+        })
     }
 
     /// GETs `/v2/<path>`; a 401 becomes [`PullError::Unauthorized`], other failures stay

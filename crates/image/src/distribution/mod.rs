@@ -15,6 +15,7 @@
 mod client;
 mod error;
 pub(crate) mod layer;
+mod push;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::content::ContentStore;
 use crate::store::{Image, ImageStore, chain_ids};
 use client::{RegistryClient, is_loopback, registry_message};
 pub use error::PullError;
+pub use push::{PushOutcome, SearchError, SearchResult, login, push, push_repository_name, search, split_search_term};
 
 /// Layers downloaded at once per pull (dockerd's default is 3 too).
 pub const PARALLEL_LAYERS: usize = 3;
