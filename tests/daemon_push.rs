@@ -13,226 +13,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use berth_testkit::{ImageBuilder, Prereq, RegistryProcess, require};
 use sha2::Digest as _;
 /// Any docker CLI call gets this long.
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a daemon may take to bind its socket, or to exit after SIGTERM.
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What a finished command printed.
-struct Output {
-    command: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.command,
-            self.status,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-}
-
-/// Runs `cmd` to completion; kills it and panics after `timeout`.
-fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let command = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start {command}: {e}"));
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let status = wait_deadline(&mut child, timeout);
-    let collect = |rx: mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    let (stdout, stderr) = (collect(stdout), collect(stderr));
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("timed out after {timeout:?}: {command}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-    };
-    Output {
-        command,
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn drain<R: Read + Send + 'static>(reader: Option<R>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut reader) = reader {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = reader.read_to_end(&mut buf);
-            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-        });
-    }
-    rx
-}
-
-/// The exit status, or `None` if the child still runs after `timeout`.
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for a child") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The paths one daemon owns, all under one temp directory.
-struct Paths {
-    socket: PathBuf,
-    data_root: PathBuf,
-    exec_root: PathBuf,
-    pidfile: PathBuf,
-    log: PathBuf,
-}
-
-impl Paths {
-    fn new(dir: &Path, name: &str) -> Paths {
-        Paths {
-            socket: dir.join(format!("{name}.sock")),
-            data_root: dir.join(format!("{name}-data")),
-            exec_root: dir.join(format!("{name}-exec")),
-            pidfile: dir.join(format!("{name}.pid")),
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-
-    /// `berth daemon` with every path of its own, plus `extra` flags; its log goes to a file.
-    fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("daemon")
-            .args(["-H", &self.host()])
-            .arg("--data-root")
-            .arg(&self.data_root)
-            .arg("--exec-root")
-            .arg(&self.exec_root)
-            .arg("--pidfile")
-            .arg(&self.pidfile)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
-        cmd
-    }
-}
-
-/// A running `berth daemon`; SIGKILLed if still running when dropped.
-struct DaemonProcess {
-    child: Child,
-    paths: Paths,
-    /// The docker CLI's `DOCKER_CONFIG`: nothing from the user's own config leaks in.
-    docker_config: PathBuf,
-}
-
-impl DaemonProcess {
-    /// Starts the daemon and waits for it to answer `_ping` on its socket.
-    fn start(dir: &Path, name: &str, extra: &[&str]) -> DaemonProcess {
-        let paths = Paths::new(dir, name);
-        let log = fs::File::create(&paths.log).expect("create daemon log");
-        let child = paths
-            .command(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start berth daemon");
-        let docker_config = dir.join(format!("{name}-docker-config"));
-        fs::create_dir_all(&docker_config).expect("create DOCKER_CONFIG");
-        let mut daemon = DaemonProcess {
-            child,
-            paths,
-            docker_config,
-        };
-        let deadline = Instant::now() + DAEMON_TIMEOUT;
-        loop {
-            if let Some(status) = daemon.child.try_wait().expect("wait for the daemon") {
-                panic!("daemon exited early with {status}\n{}", daemon.log());
-            }
-            if std::os::unix::net::UnixStream::connect(&daemon.paths.socket).is_ok()
-                && daemon.log().contains("daemon listening socket=")
-            {
-                return daemon;
-            }
-            if Instant::now() >= deadline {
-                panic!("daemon not listening after {DAEMON_TIMEOUT:?}\n{}", daemon.log());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.paths.log).unwrap_or_default()
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        self.docker_env(args, &[])
-    }
-
-    fn docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new("docker");
-        cmd.env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .env("DOCKER_CONFIG", &self.docker_config)
-            .envs(env.iter().copied())
-            .args(["-H", &self.paths.host()])
-            .args(args);
-        run(&mut cmd, CLI_TIMEOUT)
-    }
-
-    /// Like [`docker`](Self::docker), and panics (with the daemon log) unless it succeeds.
-    fn docker_ok(&self, args: &[&str]) -> Output {
-        let out = self.docker(args);
-        assert!(out.status.success(), "{out}\n--- daemon log\n{}", self.log());
-        out
-    }
-
-    /// SIGTERM, then wait for the exit; returns the exit status and the log.
-    fn terminate(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let out = run(Command::new("kill").args(["-TERM", &pid]), CLI_TIMEOUT);
-        assert!(out.status.success(), "{out}");
-        let status = wait_deadline(&mut self.child, DAEMON_TIMEOUT)
-            .unwrap_or_else(|| panic!("daemon still running {DAEMON_TIMEOUT:?} after SIGTERM\n{}", self.log()));
-        (status, self.log())
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+#[path = "support/daemon.rs"]
+mod daemon_support;
+use daemon_support::*;
 
 fn start_registry(root: &Path, extra: &[&str]) -> RegistryProcess {
     let mut args = vec!["--root", root.to_str().expect("utf-8 path")];
@@ -314,7 +106,7 @@ fn docker_push_pull_back_and_search() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = start_registry(&dir.path().join("registry"), &[]);
     let host = registry.addr().to_string();
-    let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
+    let daemon = DaemonProcess::start_with_cli_timeout(CLI_TIMEOUT, dir.path(), "berth", &[]);
     let rootfs = busybox_rootfs(dir.path());
     daemon.docker_ok(&["import", rootfs.to_str().expect("utf-8 path"), "busybox:imported"]);
     let name = format!("{host}/sl6/wn:1");
@@ -392,7 +184,7 @@ fn docker_login_and_push_with_credentials() {
         &["--htpasswd", htpasswd.to_str().expect("utf-8 path")],
     );
     let host = registry.addr().to_string();
-    let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
+    let daemon = DaemonProcess::start_with_cli_timeout(CLI_TIMEOUT, dir.path(), "berth", &[]);
 
     // Before the login: the registry's 401 to /v1/search is passed on as dockerd does.
     let out = daemon.docker(&["search", &format!("{host}/sl6")]);
