@@ -27,7 +27,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use berth_oci::{Algorithm, Digest, Digester, media_types};
+use berth_oci::{Digest, media_types};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ use crate::content::{ContentStore, ContentWriter, LocalContent, LocalWriter};
 use crate::error::{Error, io};
 use crate::extract::{ExtractOptions, Whiteouts, extract};
 use crate::names::{familiar, normalize, split_tag};
-use crate::store::{ImageRecord, ImageStore, Layer, remove_tree};
+use crate::store::{Hashing, ImageRecord, ImageStore, Layer, Tee, remove_tree};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -783,50 +783,6 @@ fn lexical(path: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
-}
-
-/// Copies every byte read from `inner` into `out` (the layer blob being committed).
-struct Tee<'a, R, W> {
-    inner: R,
-    out: &'a mut W,
-}
-
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-/// Hashes and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    digester: Digester,
-    size: u64,
-}
-
-impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            digester: Digester::new(Algorithm::Sha256),
-            size: 0,
-        }
-    }
-
-    fn finish(self) -> (Digest, u64) {
-        (self.digester.finish(), self.size)
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -676,10 +676,10 @@ fn make_writable(path: &Path) {
     }
 }
 
-/// Copies every byte read from `inner` into `out` (the layer blob).
-struct Tee<'a, R, W> {
-    inner: R,
-    out: &'a mut W,
+/// Copies every byte read from `inner` into `out` (the layer blob). Also used by `archive`.
+pub(crate) struct Tee<'a, R, W> {
+    pub(crate) inner: R,
+    pub(crate) out: &'a mut W,
 }
 
 impl<R: Read, W: Write> Read for Tee<'_, R, W> {
@@ -691,14 +691,14 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
 }
 
 /// Hashes and counts what passes through (the diff ID of the uncompressed stream).
-struct Hashing<R> {
+pub(crate) struct Hashing<R> {
     inner: R,
     digester: Digester,
     size: u64,
 }
 
 impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Hashing {
             inner,
             digester: Digester::new(Algorithm::Sha256),
@@ -706,7 +706,7 @@ impl<R: Read> Hashing<R> {
         }
     }
 
-    fn finish(self) -> (Digest, u64) {
+    pub(crate) fn finish(self) -> (Digest, u64) {
         (self.digester.finish(), self.size)
     }
 }
