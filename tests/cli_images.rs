@@ -12,10 +12,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,79 +24,9 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a daemon may take to bind its socket.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What a finished command printed.
-struct Output {
-    command: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.command,
-            self.status,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
-        )
-    }
-}
-
-/// Runs `cmd` to completion; kills it and panics after `timeout`.
-fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let command = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start {command}: {e}"));
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let status = wait_deadline(&mut child, timeout);
-    let collect = |rx: mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    let (stdout, stderr) = (collect(stdout), collect(stderr));
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("timed out after {timeout:?}: {command}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-    };
-    Output {
-        command,
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn drain<R: Read + Send + 'static>(reader: Option<R>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut reader) = reader {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = reader.read_to_end(&mut buf);
-            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-        });
-    }
-    rx
-}
-
-/// The exit status, or `None` if the child still runs after `timeout`.
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for a child") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+#[path = "support/daemon.rs"]
+mod daemon_support;
+use daemon_support::{Output, run};
 
 /// The `berth` binary with no daemon address from the environment.
 fn berth() -> Command {
