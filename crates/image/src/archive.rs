@@ -70,6 +70,7 @@ impl ImageStore {
         let mut images: Vec<(ImageRecord, Vec<String>)> = Vec::new();
         for name in names {
             let image = self.get(name)?;
+            self.ensure_layer_blobs(&image.record)?;
             let tag = normalize(name).ok().filter(|t| image.tags.contains(t));
             if let Some((_, tags)) = images.iter_mut().find(|(r, _)| r.id == image.record.id) {
                 if let Some(tag) = tag

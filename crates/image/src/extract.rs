@@ -10,7 +10,7 @@
 //!   device, the `trusted.overlay.opaque` xattr) or are applied in place.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,10 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{Gid, Uid};
 use tar::EntryType;
 
+use std::rc::Rc;
+
 use crate::error::{Error, io};
+use crate::recipe::{Recipe, Recorder, SharedBuilder};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -116,11 +119,20 @@ fn parent_dirs(root: &Path, parts: &[&str], entry: &str) -> Result<PathBuf, Erro
 }
 
 /// Removes whatever is at `p` (not following symlinks), unless it is a directory and `keep_dir`.
-fn clear(p: &Path, keep_dir: bool) -> Result<(), Error> {
+/// A recipe being recorded learns first, so it can keep the contents it refers to.
+fn clear(p: &Path, keep_dir: bool, rec: Option<&Rec<'_>>) -> Result<(), Error> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() && keep_dir => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(io("remove", p)),
-        Ok(_) => fs::remove_file(p).map_err(io("remove", p)),
+        Ok(m) => {
+            if let Some(rec) = rec {
+                rec.before_clear(p)?;
+            }
+            if m.is_dir() {
+                fs::remove_dir_all(p).map_err(io("remove", p))
+            } else {
+                fs::remove_file(p).map_err(io("remove", p))
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::Io {
             op: "inspect",
@@ -142,6 +154,98 @@ fn mknod_at(p: &Path, kind: SFlag, perm: u32, major: u64, minor: u64) -> Result<
 /// entry; the caller removes the partly written directory (snapshots are extracted into a
 /// temporary directory and renamed into place only when this returns `Ok`).
 pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<ExtractStats, Error> {
+    extract_inner(layer, root, opts, None)
+}
+
+/// [`extract`], also recording the [`Recipe`] that rebuilds the exact stream from `root`.
+/// Reads `layer` to its end (the tar end blocks belong to the stream too).
+pub(crate) fn extract_recorded<R: Read>(
+    layer: R,
+    root: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ExtractStats, Recipe), Error> {
+    let builder = SharedBuilder::default();
+    let mut rec = Recorder {
+        inner: layer,
+        builder: builder.clone(),
+    };
+    let hook = Rec {
+        builder: &builder,
+        root,
+    };
+    let stats = extract_inner(&mut rec, root, opts, Some(&hook))?;
+    io::copy(&mut rec, &mut io::sink()).map_err(|source| Error::Read { source })?;
+    drop(rec);
+    let builder = Rc::try_unwrap(builder).expect("the recorder is gone").into_inner();
+    Ok((stats, builder.finish()))
+}
+
+/// The recipe being recorded, and the root it is relative to.
+struct Rec<'a> {
+    builder: &'a SharedBuilder,
+    root: &'a Path,
+}
+
+impl Rec<'_> {
+    fn rel<'p>(&self, p: &'p Path) -> &'p Path {
+        p.strip_prefix(self.root).expect("extraction stays below its root")
+    }
+
+    /// `p` is about to be removed or replaced.
+    fn before_clear(&self, p: &Path) -> Result<(), Error> {
+        self.builder.borrow_mut().before_clear(self.root, self.rel(p))
+    }
+}
+
+/// Files at least this big have their write-back started as soon as they are written, so the
+/// disk works while the rest of the layer unpacks and the final sync has little left to do.
+const EARLY_WRITEBACK: u64 = 1 << 20;
+
+/// Copies a file's contents in large writes (the tar reader hands out what the stream has).
+fn copy_file(src: &mut impl Read, f: &mut fs::File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match src.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        f.write_all(&buf[..filled])?;
+        total += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    if total >= EARLY_WRITEBACK {
+        start_writeback(f);
+    }
+    Ok(total)
+}
+
+/// Asks the kernel to start writing `f`'s dirty pages now, without waiting for them.
+fn start_writeback(f: &fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; it reads no memory of ours.
+    let rc = unsafe { nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE) };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed; the final sync writes the file");
+    }
+}
+
+fn extract_inner<R: Read>(
+    layer: R,
+    root: &Path,
+    opts: &ExtractOptions,
+    rec: Option<&Rec<'_>>,
+) -> Result<ExtractStats, Error> {
+    let mut buf = vec![0u8; 1 << 20];
     let mut archive = tar::Archive::new(layer);
     let mut stats = ExtractStats::default();
     // Directory times are set last: creating entries inside a directory changes its mtime.
@@ -168,7 +272,7 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
                 (true, Whiteouts::Apply) => {
                     for child in fs::read_dir(&dir).map_err(io("read", &dir))? {
                         let child = child.map_err(io("read", &dir))?;
-                        clear(&child.path(), false)?;
+                        clear(&child.path(), false, rec)?;
                     }
                 }
                 (false, _) if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX) => {
@@ -179,10 +283,10 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
                 }
                 (false, Whiteouts::Overlay) => {
                     let p = dir.join(hidden);
-                    clear(&p, false)?;
+                    clear(&p, false, rec)?;
                     mknod_at(&p, SFlag::S_IFCHR, 0, 0, 0)?;
                 }
-                (false, Whiteouts::Apply) => clear(&dir.join(hidden), false)?,
+                (false, Whiteouts::Apply) => clear(&dir.join(hidden), false, rec)?,
             }
             continue;
         }
@@ -192,13 +296,13 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         match kind {
             EntryType::Directory => {
-                clear(&path, true)?;
+                clear(&path, true, rec)?;
                 if !path.is_dir() {
                     fs::create_dir(&path).map_err(io("create directory", &path))?;
                 }
             }
             EntryType::Regular | EntryType::Continuous => {
-                clear(&path, false)?;
+                clear(&path, false, rec)?;
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -206,14 +310,21 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
                     .mode(0o600)
                     .open(&path)
                     .map_err(io("create", &path))?;
-                stats.bytes += io::copy(&mut entry, &mut f).map_err(|source| Error::Read { source })?;
+                if let Some(rec) = rec {
+                    rec.builder.borrow_mut().begin_payload();
+                }
+                let n = copy_file(&mut entry, &mut f, &mut buf).map_err(|source| Error::Read { source })?;
+                if let Some(rec) = rec {
+                    rec.builder.borrow_mut().end_payload(rec.rel(&path).to_path_buf(), n);
+                }
+                stats.bytes += n;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(|source| Error::Read { source })?
                     .unwrap_or_default();
-                clear(&path, false)?;
+                clear(&path, false, rec)?;
                 std::os::unix::fs::symlink(&target, &path).map_err(io("create symlink", &path))?;
             }
             EntryType::Link => {
@@ -233,7 +344,7 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
                     Ok(m) if !m.is_dir() => {}
                     _ => return Err(Error::HardlinkTarget { entry: name, target }),
                 }
-                clear(&path, false)?;
+                clear(&path, false, rec)?;
                 fs::hard_link(&tpath, &path).map_err(io("create hardlink", &path))?;
                 continue; // shares the target's metadata
             }
@@ -250,11 +361,11 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
                 } else {
                     SFlag::S_IFBLK
                 };
-                clear(&path, false)?;
+                clear(&path, false, rec)?;
                 mknod_at(&path, kind, mode, major, minor)?;
             }
             EntryType::Fifo => {
-                clear(&path, false)?;
+                clear(&path, false, rec)?;
                 mknod_at(&path, SFlag::S_IFIFO, mode, 0, 0)?;
             }
             other => {
@@ -300,7 +411,10 @@ pub fn extract<R: Read>(layer: R, root: &Path, opts: &ExtractOptions) -> Result<
         }
     }
     for (p, t) in dir_times.into_iter().rev() {
-        filetime::set_symlink_file_times(&p, t, t).map_err(io("set times on", &p))?;
+        // A later entry may have replaced the directory (or one above it).
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            filetime::set_symlink_file_times(&p, t, t).map_err(io("set times on", &p))?;
+        }
     }
     Ok(stats)
 }

@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod names;
 mod pull;
+mod recipe;
 mod store;
 
 pub use archive::{Export, Loaded};

@@ -17,6 +17,8 @@
 //!                          that layer chain; removed when its refcount in `snapshots` drops to
 //!                          zero; a directory with no row (crash between rename and commit) is
 //!                          removed by `open`
+//!     <chain id hex>.recipe  for an imported layer: how to rebuild its exact tar stream from
+//!                          the snapshot (see `recipe.rs`); no copy of the tarball is kept
 //! ```
 //!
 //! Order of every change: blobs and snapshot directories first (durable, not yet referenced),
@@ -38,8 +40,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes};
 use crate::content::{ContentStore, ContentWriter, LocalContent, fsync_dir};
 use crate::error::{Error, db, io};
-use crate::extract::{ExtractOptions, Whiteouts, extract};
+use crate::extract::{ExtractOptions, Whiteouts, extract_recorded};
 use crate::names::{familiar, normalize};
+use crate::recipe::Recipe;
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
@@ -185,7 +188,7 @@ impl ImageStore {
         for entry in fs::read_dir(&self.snapshots).map_err(io("read", &self.snapshots))? {
             let entry = entry.map_err(io("read", &self.snapshots))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name) {
+            if !known.contains(name.strip_suffix(".recipe").unwrap_or(&name)) {
                 tracing::info!(snapshot = %name, "removing an unreferenced or partial snapshot");
                 remove_tree(&entry.path())?;
             }
@@ -196,6 +199,38 @@ impl ImageStore {
     /// The directory a snapshot is unpacked in.
     pub fn snapshot_path(&self, chain_id: &Digest) -> PathBuf {
         self.snapshots.join(chain_id.hex())
+    }
+
+    /// The recipe that rebuilds the top layer of a snapshot, when it was imported.
+    fn recipe_path(&self, chain_id: &Digest) -> PathBuf {
+        self.snapshots.join(format!("{}.recipe", chain_id.hex()))
+    }
+
+    /// Makes sure every layer blob of `image` is in the content store: an imported layer is
+    /// kept only as its snapshot and recipe, and is rebuilt here (verified against its diff
+    /// ID) the first time a push or save needs it.
+    pub fn ensure_layer_blobs(&self, image: &ImageRecord) -> Result<(), Error> {
+        for (layer, chain) in image.layers.iter().zip(image.chain_ids()) {
+            if self.content.contains(&layer.digest) {
+                continue;
+            }
+            let recipe_path = self.recipe_path(&chain);
+            if layer.digest != layer.diff_id || !recipe_path.exists() {
+                return Err(Error::BlobNotFound {
+                    digest: layer.digest.clone(),
+                });
+            }
+            let mut src = Recipe::open(&recipe_path)?.reader(self.snapshot_path(&chain));
+            let mut w = self.content.writer()?;
+            io::copy(&mut src, &mut w).map_err(|source| Error::Io {
+                op: "rebuild layer from snapshot",
+                path: self.snapshot_path(&chain),
+                source,
+            })?;
+            w.commit(Some(&layer.digest))?;
+            tracing::info!(layer = %layer.digest, "layer blob rebuilt from its snapshot");
+        }
+        Ok(())
     }
 
     /// Imports a root filesystem tarball (plain or gzip, told apart by its first bytes) as a
@@ -213,6 +248,7 @@ impl ImageStore {
         if tmp.exists() {
             remove_tree(&tmp)?;
         }
+        let _ = fs::remove_file(tmp.with_extension("recipe"));
         result
     }
 
@@ -224,22 +260,19 @@ impl ImageStore {
         container: ContainerConfig,
         tmp: &Path,
     ) -> Result<Image, Error> {
-        let mut writer = self.content.writer()?;
-        let (gzip, diff_id, diff_size) = {
+        // No copy of the tarball is kept: the snapshot and a recipe of the stream's other
+        // bytes rebuild it exactly when a push or save needs it (see `recipe`).
+        let started = std::time::Instant::now();
+        let (diff_id, diff_size, recipe) = {
             let mut src = BufReader::with_capacity(1 << 20, src);
             let head = src.fill_buf().map_err(|source| Error::Read { source })?;
             if head.is_empty() {
                 return Err(Error::EmptyImport);
             }
-            let gzip = head.starts_with(&[0x1f, 0x8b]);
-            let tee = Tee {
-                inner: src,
-                out: &mut writer,
-            };
-            let tar: Box<dyn Read + '_> = if gzip {
-                Box::new(flate2::read::MultiGzDecoder::new(tee))
+            let tar: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::MultiGzDecoder::new(src))
             } else {
-                Box::new(tee)
+                Box::new(src)
             };
             let mut tar = Hashing::new(tar);
             let extract_opts = ExtractOptions {
@@ -247,22 +280,34 @@ impl ImageStore {
                 allow_devices: opts.allow_devices,
                 ..ExtractOptions::default()
             };
-            extract(&mut tar, tmp, &extract_opts)?;
-            // The rest of the stream (tar padding, the gzip trailer and its CRC check) counts
-            // toward the digests too.
-            io::copy(&mut tar, &mut io::sink()).map_err(|source| Error::Read { source })?;
+            // Reads to the end: tar padding, the gzip trailer and its CRC check count too.
+            let (_, recipe) = extract_recorded(&mut tar, tmp, &extract_opts)?;
             let (diff_id, diff_size) = tar.finish();
-            (gzip, diff_id, diff_size)
+            (diff_id, diff_size, recipe)
         };
+        let recipe_tmp = tmp.with_extension("recipe");
+        recipe.save(&recipe_tmp)?;
         // The snapshot's files reach the disk before the metadata names them.
         let dir = fs::File::open(tmp).map_err(io("open", tmp))?;
+        let unpacked = started.elapsed();
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io("sync filesystem of", tmp)(e.into()))?;
         drop(dir);
-        // From the layer's commit to the record, hold the lock: a removal running meanwhile
-        // could otherwise delete a blob this image is about to name (same layer, other image).
+        tracing::debug!(
+            bytes = diff_size,
+            unpack_ms = unpacked.as_millis() as u64,
+            sync_ms = (started.elapsed() - unpacked).as_millis() as u64,
+            "import unpacked and synced"
+        );
+        // From here to the record, hold the lock: a removal running meanwhile could otherwise
+        // delete the snapshot this image is about to share.
         let guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let (layer_digest, layer_size) = writer.commit(None)?;
-
+        let recipe_path = self.recipe_path(&diff_id); // a base layer: its chain ID is its diff ID
+        if recipe_path.exists() {
+            let _ = fs::remove_file(&recipe_tmp);
+        } else {
+            fs::rename(&recipe_tmp, &recipe_path).map_err(io("rename", &recipe_path))?;
+            fsync_dir(&self.snapshots)?;
+        }
         let now = time::OffsetDateTime::now_utc();
         let created = now
             .format(&time::format_description::well_known::Rfc3339)
@@ -289,14 +334,9 @@ impl ImageStore {
             }],
         };
         let layer = Layer {
-            digest: layer_digest,
-            media_type: if gzip {
-                media_types::OCI_LAYER_GZIP
-            } else {
-                media_types::OCI_LAYER_TAR
-            }
-            .to_owned(),
-            size: layer_size,
+            digest: diff_id.clone(),
+            media_type: media_types::OCI_LAYER_TAR.to_owned(),
+            size: diff_size,
             diff_id,
             diff_size,
         };
@@ -618,6 +658,12 @@ impl ImageStore {
 
     /// Renames the snapshot out of place (so it is never seen half-removed), then deletes it.
     fn remove_snapshot(&self, chain: &Digest) -> Result<(), Error> {
+        let recipe = self.recipe_path(chain);
+        if let Err(e) = fs::remove_file(&recipe)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io("remove", &recipe)(e));
+        }
         let dir = self.snapshot_path(chain);
         if !dir.exists() {
             return Ok(());
@@ -790,14 +836,15 @@ mod tests {
         let snap = store.snapshot_path(&a.record.chain_ids()[0]);
         assert_eq!(fs::read(snap.join("etc/motd")).unwrap(), b"welcome");
 
+        // A gzip import is stored the same way: the layer is the uncompressed stream.
         let b = store.import(gzip(&tar).as_slice(), &opts("sl6/wn:v1")).unwrap();
-        assert_eq!(b.record.layers[0].media_type, media_types::OCI_LAYER_GZIP);
-        assert_eq!(b.record.layers[0].diff_id, a.record.layers[0].diff_id);
-        assert_ne!(b.record.layers[0].digest, a.record.layers[0].digest);
-        // Blobs are verified on the way in: what is stored hashes to its name.
-        for l in [&a.record.layers[0], &b.record.layers[0]] {
-            assert_eq!(Digest::sha256(&store.content.read(&l.digest).unwrap()), l.digest);
-        }
+        assert_eq!(b.record.layers[0], a.record.layers[0]);
+        // No copy of the tarball is kept; the first save or push rebuilds it exactly.
+        let layer = &a.record.layers[0];
+        assert_eq!(layer.digest, layer.diff_id);
+        assert!(!store.content.contains(&layer.digest));
+        store.ensure_layer_blobs(&b.record).unwrap();
+        assert_eq!(store.content.read(&layer.digest).unwrap(), tar);
 
         let id = a.record.id.to_string();
         for name in [
@@ -827,6 +874,7 @@ mod tests {
         let tar = tarball(&[("a", b"1")]);
         let a = store.import(tar.as_slice(), &opts("a")).unwrap();
         let b = store.import(tar.as_slice(), &opts("b")).unwrap();
+        store.ensure_layer_blobs(&a.record).unwrap();
         assert_ne!(a.record.id, b.record.id, "created differs");
         let chain = a.record.chain_ids()[0].clone();
         assert_eq!(b.record.chain_ids(), std::slice::from_ref(&chain));
@@ -848,7 +896,7 @@ mod tests {
             ]
         );
         assert!(snap.is_dir(), "b still needs the snapshot");
-        // The shared layer blob stays; a's own config goes.
+        // The shared layer (rebuilt for a save) stays; a's own config goes.
         assert!(store.content.contains(&a.record.layers[0].digest));
         assert!(!store.content.contains(&a.record.id));
 
@@ -936,11 +984,95 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, [chain]);
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, [chain.clone(), format!("{chain}.recipe")]);
         assert!(!dir.path().join("blobs/sha256/.ingest-89ab").exists());
         assert_eq!(store.get("a").unwrap().record, a.record);
         // And it keeps working.
         store.remove("a", false).unwrap();
         assert_eq!(store.count().unwrap(), 0);
+    }
+
+    /// A tar with raw entries (same name twice, whiteouts, hardlinks), built by hand.
+    fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_mtime(1_700_000_000);
+            h.set_path(name).unwrap();
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn imported_layers_rebuild_byte_for_byte_whatever_later_entries_replace() {
+        use tar::EntryType::{Directory as D, Link as L, Regular as F};
+        let big = vec![7u8; 3 << 20];
+        let tar = raw_tar(&[
+            ("etc/", D, b"", ""),
+            ("etc/passwd", F, b"first", ""),
+            ("etc/passwd", F, b"second, longer", ""),
+            ("etc/group", F, b"wheel", ""),
+            ("etc/group.lnk", L, b"", "etc/group"),
+            ("etc/group", F, b"replaced after a hardlink", ""),
+            ("var/", D, b"", ""),
+            ("var/log/", D, b"", ""),
+            ("var/log/big", F, &big, ""),
+            ("var", F, b"a file replaces the directory", ""),
+            ("opt/gone", F, b"whited out below", ""),
+            ("opt/.wh.gone", F, b"", ""),
+            ("etc/", D, b"", ""),
+        ]);
+        for (name, input) in [("plain", tar.clone()), ("gzip", gzip(&tar))] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(dir.path()).unwrap();
+            let image = store.import(input.as_slice(), &opts(name)).unwrap();
+            assert_eq!(image.record.layers[0].diff_id, Digest::sha256(&tar), "{name}");
+            store.ensure_layer_blobs(&image.record).unwrap();
+            let rebuilt = store.content.read(&image.record.layers[0].digest).unwrap();
+            assert!(rebuilt == tar, "{name}: the rebuilt stream differs");
+            // Saved and loaded elsewhere, it is the same image.
+            let mut saved = Vec::new();
+            store.export(&[name.to_owned()]).unwrap().write(&mut saved).unwrap();
+            let other = tempfile::tempdir().unwrap();
+            let loaded = ImageStore::open(other.path()).unwrap().load(saved.as_slice()).unwrap();
+            assert_eq!(loaded[0].id, image.record.id);
+        }
+    }
+
+    #[test]
+    fn a_changed_snapshot_is_not_pushed_or_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let image = store
+            .import(tarball(&[("bin/tool", b"original")]).as_slice(), &opts("t"))
+            .unwrap();
+        let snap = store.snapshot_path(&image.record.chain_ids()[0]);
+        fs::write(snap.join("bin/tool"), b"tampered").unwrap();
+        let err = store.ensure_layer_blobs(&image.record).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(store.export(&["t".to_owned()]).is_err());
+        assert_eq!(
+            files_under(&dir.path().join("blobs")).len(),
+            2,
+            "config and manifest only"
+        );
+
+        fs::remove_file(snap.join("bin/tool")).unwrap();
+        let err = store.ensure_layer_blobs(&image.record).unwrap_err();
+        assert!(err.to_string().contains("bin/tool"), "{err}");
     }
 }

@@ -23,6 +23,18 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
 }
 
+/// Upload bodies pass through megabyte buffers that are freed and allocated again all the
+/// time. glibc hands allocations that large to fresh `mmap`s and trims freed heap tops, so
+/// every buffer costs page faults and zeroing; past the uploads' sizes it keeps them instead.
+fn keep_buffers_mapped() {
+    // SAFETY: mallopt only changes allocator tunables; it is called before the server's
+    // threads allocate anything large.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 32 << 20);
+        nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
 impl Server {
     /// Opens storage and index, loads auth and TLS, binds the address.
     pub async fn bind(config: Config) -> Result<Server> {
@@ -36,6 +48,7 @@ impl Server {
             }
         };
         let addr = config.addr;
+        keep_buffers_mapped();
         let registry = Registry::open(config, false).await?;
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
             op: "bind",

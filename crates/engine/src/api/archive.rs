@@ -10,13 +10,12 @@ use axum::extract::{Path as PathExtractor, RawQuery, State as StateExtractor};
 use axum::response::{IntoResponse, Response};
 use berth_image::familiar;
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderValue, Method, Uri, header};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::State;
-use super::images::{BodyReader, query_pairs};
+use super::images::{body_channel, feed_body, query_pairs};
 use crate::error::Error;
 
 type AppState = StateExtractor<Arc<State>>;
@@ -98,31 +97,10 @@ impl Write for ChannelWriter {
 /// `POST /images/load?quiet=`: JSON lines, `Loaded image: NAME:TAG` per tag (or
 /// `Loaded image ID: sha256:…`), or the error inside the stream as dockerd sends it.
 pub(super) async fn load(StateExtractor(state): AppState, body: Body) -> Response {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+    let (tx, reader) = body_channel();
     let images = state.images.clone();
-    let task = tokio::task::spawn_blocking(move || images.load(BodyReader::new(rx)));
-    // Feed the body; if the load stops early, read the rest anyway so the client gets the
-    // error rather than a broken pipe.
-    let mut stream = body.into_data_stream();
-    let mut tx = Some(tx);
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                if let Some(sender) = &tx
-                    && sender.send(Ok(bytes)).await.is_err()
-                {
-                    tx = None;
-                }
-            }
-            Err(e) => {
-                if let Some(sender) = tx.take() {
-                    let _ = sender.send(Err(io::Error::other(e.to_string()))).await;
-                }
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let task = tokio::task::spawn_blocking(move || images.load(reader));
+    feed_body(body, tx).await;
     let mut lines = String::new();
     match task.await.expect("load does not panic") {
         Ok(loaded) => {

@@ -97,15 +97,6 @@ pub async fn push(
         let _ = progress.send(Progress::layer(&l.digest, "Waiting"));
     }
     for l in &layers {
-        if !store.content.contains(&l.digest) {
-            return Err(PullError::Store {
-                source: crate::Error::Io {
-                    op: "find layer blob",
-                    path: store.content.path(&l.digest),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                },
-            });
-        }
         if blob_exists(&client, &repo, &l.digest).await? {
             let _ = progress.send(Progress::layer(&l.digest, "Layer already exists"));
             continue;
@@ -115,6 +106,15 @@ pub async fn push(
         {
             let _ = progress.send(Progress::layer(&l.digest, &format!("Mounted from {from}")));
             continue;
+        }
+        if !store.content.contains(&l.digest) {
+            // An imported layer lives only as its snapshot until a push needs the blob.
+            let _ = progress.send(Progress::layer(&l.digest, "Preparing"));
+            let (store, record) = (store.clone(), image.record.clone());
+            tokio::task::spawn_blocking(move || store.ensure_layer_blobs(&record))
+                .await
+                .expect("layer rebuild does not panic")
+                .map_err(|source| PullError::Store { source })?;
         }
         upload(&client, &store, &repo, &l.digest, Some(&progress)).await?;
         let _ = progress.send(Progress::layer(&l.digest, "Pushed"));
