@@ -9,6 +9,7 @@
 //! (parallel, streaming, verified layer downloads). Push follows (issue 4).
 
 mod archive;
+mod chan;
 mod config;
 mod content;
 mod distribution;
@@ -20,6 +21,7 @@ mod recipe;
 mod store;
 
 pub use archive::{Export, Loaded};
+pub use chan::{BatchReader, BatchSender, batch_channel};
 pub use config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes};
 #[cfg(feature = "testsuite")]
 pub use content::testsuite;

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::State;
-use super::images::{body_channel, feed_body, query_pairs};
+use super::images::{feed_body, query_pairs};
 use crate::error::Error;
 
 type AppState = StateExtractor<Arc<State>>;
@@ -97,7 +97,7 @@ impl Write for ChannelWriter {
 /// `POST /images/load?quiet=`: JSON lines, `Loaded image: NAME:TAG` per tag (or
 /// `Loaded image ID: sha256:…`), or the error inside the stream as dockerd sends it.
 pub(super) async fn load(StateExtractor(state): AppState, body: Body) -> Response {
-    let (tx, reader) = body_channel();
+    let (tx, reader) = berth_image::batch_channel();
     let images = state.images.clone();
     let task = tokio::task::spawn_blocking(move || images.load(reader));
     feed_body(body, tx).await;

@@ -2,19 +2,17 @@
 //! remove and prune, over the image store; pull is in `pull.rs`. Push answers 501 for now.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path as PathExtractor, RawQuery, State as StateExtractor};
 use axum::response::{IntoResponse, Response};
-use berth_image::{Image, ImportOptions, Removed, familiar, split_tag};
-use bytes::Bytes;
+use berth_image::{BatchSender, Image, ImportOptions, Removed, batch_channel, familiar, split_tag};
 use futures::StreamExt;
 use http::{HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::State;
 use crate::error::Error;
@@ -401,97 +399,19 @@ pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQue
     })))
 }
 
-/// The request body as a blocking reader for the import (and load) thread; [`feed_body`]
-/// fills it.
-pub(super) struct BodyReader {
-    rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
-    cur: std::collections::VecDeque<Bytes>,
-}
-
-/// Batches of about this many bytes cross from the connection to the blocking thread: one
-/// wake-up per batch rather than per frame.
-const BODY_BATCH: usize = 1 << 20;
-
-/// A [`BodyReader`] and the sender [`feed_body`] takes.
-pub(super) fn body_channel() -> (mpsc::Sender<io::Result<Vec<Bytes>>>, BodyReader) {
-    let (tx, rx) = mpsc::channel(8);
-    (
-        tx,
-        BodyReader {
-            rx,
-            cur: std::collections::VecDeque::new(),
-        },
-    )
-}
-
-/// Sends `body` to a [`BodyReader`] in batches. If the reader stops early (a bad entry), the
-/// rest is read anyway so the client gets the error rather than a broken pipe.
-pub(super) async fn feed_body(body: Body, tx: mpsc::Sender<io::Result<Vec<Bytes>>>) {
+/// Sends `body` to the import (or load) thread. If that stops early (a bad entry), the rest
+/// is read anyway so the client gets the error rather than a broken pipe.
+pub(super) async fn feed_body(body: Body, mut tx: BatchSender) {
     let mut stream = body.into_data_stream();
-    let mut tx = Some(tx);
-    let mut batch = Vec::new();
-    let mut batched = 0;
-    loop {
-        let next = stream.next().await;
-        let done = match next {
-            Some(Ok(bytes)) => {
-                batched += bytes.len();
-                batch.push(bytes);
-                false
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                tx.send(bytes).await;
             }
-            Some(Err(e)) => {
-                if let Some(sender) = tx.take() {
-                    let _ = sender.send(Ok(std::mem::take(&mut batch))).await;
-                    let _ = sender.send(Err(io::Error::other(e.to_string()))).await;
-                }
-                return;
-            }
-            None => true,
-        };
-        if (done || batched >= BODY_BATCH) && !batch.is_empty() {
-            batched = 0;
-            let batch = std::mem::take(&mut batch);
-            if let Some(sender) = &tx
-                && sender.send(Ok(batch)).await.is_err()
-            {
-                tx = None;
-            }
-        }
-        if done {
-            return;
+            Err(e) => return tx.fail(io::Error::other(e.to_string())).await,
         }
     }
-}
-
-impl Read for BodyReader {
-    /// Fills `buf` from what has arrived, waiting only when nothing has.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(batch) => self.cur.extend(batch?.into_iter().filter(|b| !b.is_empty())),
-            }
-        }
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(front) = self.cur.front_mut() else {
-                match self.rx.try_recv() {
-                    Ok(batch) => {
-                        self.cur.extend(batch?.into_iter().filter(|b| !b.is_empty()));
-                        continue;
-                    }
-                    Err(_) => break,
-                }
-            };
-            let k = (buf.len() - n).min(front.len());
-            buf[n..n + k].copy_from_slice(&front.split_to(k));
-            n += k;
-            if front.is_empty() {
-                self.cur.pop_front();
-            }
-        }
-        Ok(n)
-    }
+    tx.finish().await;
 }
 
 /// `POST /images/create`: `fromSrc=-` imports the body as a root filesystem tarball.
@@ -540,7 +460,7 @@ pub(super) async fn create(
         allow_devices: nix::unistd::Uid::effective().is_root(),
     };
 
-    let (tx, reader) = body_channel();
+    let (tx, reader) = batch_channel();
     let images = state.images.clone();
     let task = tokio::task::spawn_blocking(move || images.import(reader, &opts));
     feed_body(body, tx).await;

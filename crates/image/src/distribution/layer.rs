@@ -4,26 +4,24 @@
 //! same layer share one download (the in-flight map).
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use berth_oci::{Algorithm, Descriptor, Digest, Digester};
-use bytes::Bytes;
+use berth_oci::{Descriptor, Digest};
 use futures::StreamExt;
 use tokio::sync::{OnceCell, mpsc};
 
 use super::client::{RegistryClient, error_chain};
 use super::{Progress, PullError};
+use crate::chan::batch_channel;
 use crate::content::{ContentStore, ContentWriter};
 use crate::error::{Error, io as io_err};
 use crate::extract::{ExtractOptions, Whiteouts, extract};
-use crate::store::{ImageStore, Layer, remove_tree};
+use crate::store::{Hashing, ImageStore, Layer, Tee, remove_tree};
 
-/// Chunks buffered between the download and the unpacking thread.
-const CHANNEL_CHUNKS: usize = 16;
 /// At most this often a `Downloading` line per layer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -121,15 +119,13 @@ async fn download(
         });
     }
     let total = desc.size;
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
+    let (mut tx, rx) = batch_channel();
     let task = {
         let store = Arc::clone(store);
         let digest = digest.clone();
         let media_type = desc.media_type.clone();
-        tokio::task::spawn_blocking(move || unpack(store, ChannelReader { rx, cur: Bytes::new() }, digest, media_type))
+        tokio::task::spawn_blocking(move || unpack(store, rx, digest, media_type))
     };
-    let mut tx = Some(tx);
-    let mut hasher = Digester::new(digest.algorithm());
     let mut current = 0u64;
     let mut last = Instant::now() - PROGRESS_EVERY;
     let mut stream = resp.bytes_stream();
@@ -138,9 +134,7 @@ async fn download(
             Ok(c) => c,
             Err(e) => {
                 // The unpacking thread sees a failed read and stops; its directory goes.
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(Err(io::Error::other(error_chain(&e)))).await;
-                }
+                tx.fail(io::Error::other(error_chain(&e))).await;
                 let _ = task.await;
                 return Err(PullError::Download {
                     digest: digest.clone(),
@@ -149,42 +143,37 @@ async fn download(
                 });
             }
         };
-        hasher.update(&chunk);
         current += chunk.len() as u64;
-        // If unpacking stopped early (a bad entry), keep reading: a digest mismatch is the
-        // better explanation when there is one.
-        if let Some(sender) = &tx
-            && sender.send(Ok(chunk)).await.is_err()
-        {
-            tx = None;
-        }
+        tx.send(chunk).await;
         if last.elapsed() >= PROGRESS_EVERY {
             last = Instant::now();
             let _ = progress.send(Progress::bytes(digest, "Downloading", current, total));
         }
     }
-    drop(tx);
+    tx.finish().await;
     let _ = progress.send(Progress::bytes(digest, "Downloading", current, total));
     let _ = progress.send(Progress::layer(digest, "Verifying Checksum"));
-    let computed = hasher.finish();
-    if &computed != digest {
-        let _ = task.await;
-        return Err(PullError::DigestMismatch {
-            reference: repo.to_owned(),
-            what: "layer",
-            expected: digest.clone(),
-            computed,
-        });
-    }
+    // The unpacking thread hashes the blob as it stores it, and reads it to the end even
+    // when unpacking fails: a digest mismatch is the better explanation when there is one.
+    let unpacked = match task.await.expect("unpacking does not panic") {
+        Ok(u) => u,
+        Err(Error::DigestMismatch { expected, computed }) if &expected == digest => {
+            return Err(PullError::DigestMismatch {
+                reference: repo.to_owned(),
+                what: "layer",
+                expected,
+                computed,
+            });
+        }
+        Err(source) => {
+            return Err(PullError::Layer {
+                digest: digest.clone(),
+                source,
+            });
+        }
+    };
     let _ = progress.send(Progress::layer(digest, "Download complete"));
     let _ = progress.send(Progress::bytes(digest, "Extracting", current, total));
-    let unpacked = task
-        .await
-        .expect("unpacking does not panic")
-        .map_err(|source| PullError::Layer {
-            digest: digest.clone(),
-            source,
-        })?;
     Ok(Arc::new(unpacked))
 }
 
@@ -206,29 +195,25 @@ fn unpack<R: Read>(store: Arc<ImageStore>, src: R, digest: Digest, media_type: S
         blob_of: None,
     };
     let mut writer = store.content.writer()?;
-    let (diff_id, diff_size) = {
-        let mut src = BufReader::with_capacity(1 << 20, src);
-        let head = src.fill_buf().map_err(|source| Error::Read { source })?;
-        let (gzip, zstd) = (
-            head.starts_with(&[0x1f, 0x8b]),
-            head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
-        );
-        let tee = Tee {
-            inner: src,
-            out: &mut writer,
-        };
+    let mut src = BufReader::with_capacity(1 << 20, src);
+    let head = src.fill_buf().map_err(|source| Error::Read { source })?;
+    let (gzip, zstd) = (
+        head.starts_with(&[0x1f, 0x8b]),
+        head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+    );
+    let mut tee = Tee {
+        inner: src,
+        out: &mut writer,
+    };
+    let unpacked = (|| {
         let tar: Box<dyn Read + '_> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(tee))
+            Box::new(flate2::read::MultiGzDecoder::new(&mut tee))
         } else if zstd {
-            Box::new(zstd::stream::read::Decoder::new(tee).map_err(|source| Error::Read { source })?)
+            Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(|source| Error::Read { source })?)
         } else {
-            Box::new(tee)
+            Box::new(&mut tee)
         };
-        let mut tar = Hashing {
-            inner: tar,
-            digester: Digester::new(Algorithm::Sha256),
-            size: 0,
-        };
+        let mut tar = Hashing::new(tar);
         let opts = ExtractOptions {
             whiteouts: Whiteouts::Overlay,
             allow_devices: false,
@@ -236,8 +221,22 @@ fn unpack<R: Read>(store: Arc<ImageStore>, src: R, digest: Digest, media_type: S
         };
         extract(&mut tar, &out.dir, &opts)?;
         io::copy(&mut tar, &mut io::sink()).map_err(|source| Error::Read { source })?;
-        (tar.digester.finish(), tar.size)
+        Ok(tar.finish())
+    })();
+    let (diff_id, diff_size) = match unpacked {
+        Ok(d) => d,
+        Err(e) => {
+            // Read the rest into the blob: if its digest is wrong, that is the error to give.
+            if io::copy(&mut tee, &mut io::sink()).is_ok() {
+                drop(tee);
+                if let Err(mismatch @ Error::DigestMismatch { .. }) = writer.commit(Some(&digest)) {
+                    return Err(mismatch);
+                }
+            }
+            return Err(e);
+        }
     };
+    drop(tee);
     let (_, size) = writer.commit(Some(&digest))?;
     out.blob_of = Some(Arc::clone(&store));
     sync(&out.dir)?;
@@ -253,59 +252,10 @@ fn sync(dir: &Path) -> Result<(), Error> {
     nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| io_err("sync filesystem of", dir)(e.into()))
 }
 
-/// The download as a blocking reader.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(chunk) => self.cur = chunk?,
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Copies every byte read from `inner` into `out` (the blob).
-struct Tee<'a, R, W> {
-    inner: R,
-    out: &'a mut W,
-}
-
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-/// Hashes and counts what passes through (the diff ID).
-struct Hashing<R> {
-    inner: R,
-    digester: Digester,
-    size: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn tarball(name: &str, data: &[u8]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
