@@ -39,7 +39,7 @@ use crate::config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes
 use crate::content::{ContentStore, ContentWriter, LocalContent, fsync_dir};
 use crate::error::{Error, db, io};
 use crate::extract::{ExtractOptions, Whiteouts, extract};
-use crate::names::{familiar, normalize};
+use crate::names::{familiar, is_digest_reference, normalize, normalize_reference, repository_of};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
@@ -88,7 +88,9 @@ impl ImageRecord {
     }
 }
 
-/// An image with the tags that point at it (full names, sorted).
+/// An image with the references that point at it (full names, sorted): tags
+/// (`registry/repo:tag`) and digest references (`registry/repo@sha256:…`, recorded by a pull).
+/// An image with neither is dangling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
     pub record: ImageRecord,
@@ -96,9 +98,22 @@ pub struct Image {
 }
 
 impl Image {
-    /// The tags as docker shows them (`busybox:latest`).
+    /// The tags as docker shows them (`busybox:latest`): docker's `RepoTags`.
     pub fn familiar_tags(&self) -> Vec<String> {
-        self.tags.iter().map(|t| familiar(t).to_owned()).collect()
+        self.tags
+            .iter()
+            .filter(|t| !is_digest_reference(t))
+            .map(|t| familiar(t).to_owned())
+            .collect()
+    }
+
+    /// The digest references as docker shows them (`busybox@sha256:…`): docker's `RepoDigests`.
+    pub fn repo_digests(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|t| is_digest_reference(t))
+            .map(|t| familiar(t).to_owned())
+            .collect()
     }
 }
 
@@ -460,9 +475,9 @@ impl ImageStore {
                 return Ok((Image { record, tags }, None));
             }
         }
-        // A tag.
+        // A tag or a digest reference.
         if hex.is_none() {
-            match normalize(name) {
+            match normalize_reference(name) {
                 Ok(full) => {
                     let tags = tx.open_table(TAGS).map_err(db("open tags"))?;
                     if let Some(id) = tags.get(full.as_str()).map_err(db("read tags"))? {
@@ -518,15 +533,29 @@ impl ImageStore {
         self.get(&image.record.id.to_string())
     }
 
-    /// Removes a tag, or an image, as `docker rmi` does: a tag is untagged and the image goes
-    /// with its last tag; an ID removes the image with its only tag, or with all its tags
-    /// when `force` (several tags without `force` is a conflict).
+    /// Removes a reference, or an image, as `docker rmi` does (moby's `ImageDelete`): a
+    /// reference is removed, and with a tag go the digest references of its repository when
+    /// no other tag of that repository is left; the image goes with its last reference. An ID
+    /// removes the image with all its references when they are one tag (and digests) of one
+    /// repository, or when `force`; otherwise that is a conflict.
     pub fn remove(&self, name: &str, force: bool) -> Result<Vec<Removed>, Error> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let (image, matched) = self.lookup(name)?;
         let untag: Vec<String> = match &matched {
-            Some(tag) => vec![tag.clone()],
-            None if image.tags.len() > 1 && !force => {
+            Some(r) if is_digest_reference(r) => vec![r.clone()],
+            Some(tag) => {
+                let repo = repository_of(tag);
+                let other_tag = image
+                    .tags
+                    .iter()
+                    .any(|t| t != tag && !is_digest_reference(t) && repository_of(t) == repo);
+                let digests = image
+                    .tags
+                    .iter()
+                    .filter(|t| !other_tag && is_digest_reference(t) && repository_of(t) == repo);
+                std::iter::once(tag).chain(digests).cloned().collect()
+            }
+            None if !force && image.tags.len() > 1 && !single_reference(&image.tags) => {
                 return Err(Error::ReferencedByTags {
                     short_id: image.record.id.hex()[..12].to_owned(),
                 });
@@ -535,6 +564,32 @@ impl ImageStore {
         };
         let delete = untag.len() == image.tags.len();
         self.remove_locked(&image, &untag, delete)
+    }
+
+    /// Points more references (full names, tags or digest references) at an existing image,
+    /// in one transaction; those already there are left as they are.
+    pub(crate) fn add_references(&self, id: &Digest, references: &[String]) -> Result<Image, Error> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = self.db.begin_write().map_err(db("begin"))?;
+        {
+            let images = tx.open_table(IMAGES).map_err(db("open images"))?;
+            if images
+                .get(id.to_string().as_str())
+                .map_err(db("read images"))?
+                .is_none()
+            {
+                return Err(Error::ImageNotFound {
+                    reference: id.to_string(),
+                });
+            }
+            let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+            for r in references {
+                tags.insert(r.as_str(), id.to_string().as_str())
+                    .map_err(db("write tags"))?;
+            }
+        }
+        tx.commit().map_err(db("commit"))?;
+        self.get(&id.to_string())
     }
 
     /// Removes images without tags (`dangling_only`) or every image; returns what was
@@ -626,6 +681,17 @@ impl ImageStore {
         fs::rename(&dir, &doomed).map_err(io("rename", &dir))?;
         remove_tree(&doomed)
     }
+}
+
+/// moby's `isSingleReference`: the references are of one repository with at most one tag
+/// among them (a tag and its digests, or digests only). False for none.
+fn single_reference(references: &[String]) -> bool {
+    let Some(first) = references.first() else {
+        return false;
+    };
+    let repo = repository_of(first);
+    references.iter().all(|r| repository_of(r) == repo)
+        && references.iter().filter(|r| !is_digest_reference(r)).count() <= 1
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<ImageRecord, Error> {
@@ -864,6 +930,70 @@ mod tests {
         assert!(!snap.exists());
         assert_eq!(tree(&dir.path().join("snapshots")), Vec::<String>::new());
         assert_eq!(files_under(&dir.path().join("blobs")), Vec::<String>::new());
+        assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn digest_references_keep_an_image_and_go_with_its_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let a = store.import(tarball(&[("a", b"1")]).as_slice(), &opts("a")).unwrap();
+        let id = a.record.id.clone();
+        let d = Digest::sha256(b"manifest");
+        let digest_ref = format!("docker.io/library/a@{d}");
+        let image = store.add_references(&id, std::slice::from_ref(&digest_ref)).unwrap();
+        assert_eq!(image.familiar_tags(), ["a:latest"]);
+        assert_eq!(image.repo_digests(), [format!("a@{d}")]);
+        assert_eq!(store.get(&format!("a@{d}")).unwrap().record.id, id);
+        // One tag and its digest: an ID removes both without force.
+        let removed = store.remove(&id.to_string(), false).unwrap();
+        assert_eq!(
+            removed[..3],
+            [
+                Removed::Untagged("a:latest".into()),
+                Removed::Untagged(format!("a@{d}")),
+                Removed::Deleted(id.clone()),
+            ]
+        );
+
+        // A digest reference alone: not dangling, so prune keeps it; rmi by it removes it.
+        let untagged = ImportOptions {
+            reference: None,
+            ..opts("b")
+        };
+        let b = store.import(tarball(&[("b", b"2")]).as_slice(), &untagged).unwrap();
+        store
+            .add_references(&b.record.id, &[format!("docker.io/library/b@{d}")])
+            .unwrap();
+        let (removed, _) = store.prune(true).unwrap();
+        assert_eq!(removed, []);
+        assert_eq!(
+            store.get(&b.record.id.to_string()).unwrap().repo_digests(),
+            [format!("b@{d}")]
+        );
+        let removed = store.remove(&format!("b@{d}"), false).unwrap();
+        assert_eq!(
+            removed[..2],
+            [
+                Removed::Untagged(format!("b@{d}")),
+                Removed::Deleted(b.record.id.clone())
+            ]
+        );
+
+        // Untagging keeps the digest while another tag of the repository is left.
+        let c = store.import(tarball(&[("c", b"3")]).as_slice(), &opts("c:1")).unwrap();
+        store.tag("c:1", "c:2").unwrap();
+        store
+            .add_references(&c.record.id, &[format!("docker.io/library/c@{d}")])
+            .unwrap();
+        assert_eq!(store.remove("c:1", false).unwrap(), [Removed::Untagged("c:1".into())]);
+        assert_eq!(store.get("c:2").unwrap().repo_digests(), [format!("c@{d}")]);
+        // Tags of two repositories: an ID needs force.
+        store.tag("c:2", "other:1").unwrap();
+        let err = store.remove(&c.record.id.to_string(), false).unwrap_err();
+        assert!(matches!(err, Error::ReferencedByTags { .. }), "{err}");
+        // Three references, the image and its one snapshot.
+        assert_eq!(store.remove(&c.record.id.to_string(), true).unwrap().len(), 5);
         assert_eq!(store.count().unwrap(), 0);
     }
 

@@ -126,9 +126,13 @@ fn glob(pattern: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Whether the familiar tag `busybox:latest` matches `pattern` (`busybox`, `busy*`, `busybox:l*`).
+/// Whether the familiar tag `busybox:latest` (or digest reference `busybox@sha256:…`)
+/// matches `pattern` (`busybox`, `busy*`, `busybox:l*`).
 fn reference_matches(pattern: &str, tag: &str) -> bool {
-    let (name, _) = split_tag(tag);
+    let name = match tag.split_once('@') {
+        Some((name, _)) => name,
+        None => split_tag(tag).0,
+    };
     glob(pattern.as_bytes(), tag.as_bytes()) || glob(pattern.as_bytes(), name.as_bytes())
 }
 
@@ -165,14 +169,18 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
     let mut out = Vec::new();
     for image in all {
         let mut tags = image.familiar_tags();
+        let mut digests = image.repo_digests();
+        // Dangling: no reference at all. A digest reference alone (a pull by digest) keeps
+        // an image, as dockerd's containerd image store does.
         if let Some(d) = dangling
-            && d != tags.is_empty()
+            && d != image.tags.is_empty()
         {
             continue;
         }
         if let Some(patterns) = filters.get("reference") {
             tags.retain(|t| patterns.iter().any(|p| reference_matches(p, t)));
-            if tags.is_empty() {
+            digests.retain(|t| patterns.iter().any(|p| reference_matches(p, t)));
+            if tags.is_empty() && digests.is_empty() {
                 continue;
             }
         }
@@ -191,7 +199,7 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
             "Id": r.id,
             "ParentId": "",
             "RepoTags": tags,
-            "RepoDigests": [],
+            "RepoDigests": digests,
             "Created": r.created,
             "Size": r.size,
             "SharedSize": -1,
@@ -249,7 +257,7 @@ fn inspect(image: &Image) -> Value {
     json!({
         "Id": r.id,
         "RepoTags": image.familiar_tags(),
-        "RepoDigests": [],
+        "RepoDigests": image.repo_digests(),
         "Parent": "",
         "Comment": comment,
         "Created": r.config.created.clone().unwrap_or_else(|| rfc3339(r.created)),
