@@ -267,7 +267,9 @@ mod tests {
         let id = format!("sha256:{}", "a".repeat(64));
         let pull = ev("pull", "127.0.0.1:5000/sl6/wn:1", "127.0.0.1:5000/sl6/wn");
         let tag = ev("tag", &id, "busybox:v1");
-        let table: &[(&[(&str, &[&str])], &Event, bool)] = &[
+        // (filters, event, whether it matches)
+        type Case<'a> = (&'a [(&'a str, &'a [&'a str])], &'a Event, bool);
+        let table: &[Case<'_>] = &[
             (&[], &pull, true),
             (&[("type", &["image"])], &pull, true),
             (&[("type", &["container"])], &pull, false),
