@@ -402,35 +402,39 @@ pub(super) async fn remove(
     Ok(Json(Value::Array(removed_json(&removed))))
 }
 
-/// dockerd's events for what a removal did: `untag` for each reference removed and `delete`
-/// for each image deleted, both naming the image by ID (as `ImageDelete` logs them).
-/// `before` holds the images the removal may have touched, as they were.
+/// dockerd's events for what a removal did: `untag` for each tag removed and `delete` for
+/// each image deleted, both naming the image by ID (as `ImageDelete` logs them). A digest
+/// reference removed along with its tag gets no event of its own (dockerd's containerd image
+/// store has no such separate name); one removed by itself does. `before` holds the images
+/// the removal may have touched, as they were.
 fn publish_removals(state: &State, before: &[Image], removed: &[Removed]) {
-    let mut untagged = 0;
+    let mut untagged: Vec<&str> = Vec::new();
+    let untags = |untagged: &mut Vec<&str>, image: &Image| {
+        let any_tag = untagged.iter().any(|r| !r.contains('@'));
+        let id = image.record.id.to_string();
+        for r in untagged.drain(..) {
+            if !any_tag || !r.contains('@') {
+                state.events.publish(Event::image("untag", &id, &id, Some(image)));
+            }
+        }
+    };
     for r in removed {
         match r {
-            Removed::Untagged(_) => untagged += 1,
+            Removed::Untagged(t) => untagged.push(t),
             Removed::Deleted(d) => {
                 // A Deleted that is no image is a snapshot (chain ID).
                 let Some(image) = before.iter().find(|i| &i.record.id == d) else {
                     continue;
                 };
+                untags(&mut untagged, image);
                 let id = d.to_string();
-                for _ in 0..std::mem::take(&mut untagged) {
-                    state.events.publish(Event::image("untag", &id, &id, Some(image)));
-                }
                 state.events.publish(Event::image("delete", &id, &id, Some(image)));
             }
         }
     }
     // Untagged without a deletion: the image stays, with its other references.
-    if untagged > 0
-        && let Some(image) = before.first()
-    {
-        let id = image.record.id.to_string();
-        for _ in 0..untagged {
-            state.events.publish(Event::image("untag", &id, &id, Some(image)));
-        }
+    if let Some(image) = before.first() {
+        untags(&mut untagged, image);
     }
 }
 

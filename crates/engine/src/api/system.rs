@@ -473,6 +473,70 @@ mod tests {
         (status, body.to_bytes().to_vec())
     }
 
+    fn published(state: &State, action: &'static str, id: &str, secs: i64) {
+        let mut e = Event::image(action, id, id, None);
+        e.time_nano = secs * 1_000_000_000;
+        state.events.publish(e);
+    }
+
+    fn actions(body: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["Action"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_replay_a_window_and_filter_it() {
+        let (state, _tx, _root) = test_state();
+        published(&state, "pull", "a:1", 100);
+        published(&state, "tag", "sha256:1", 200);
+        published(&state, "delete", "sha256:1", 300);
+        let (s, body) = events_body(state.clone(), "/events?since=150&until=1000").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(actions(&body), ["tag", "delete"]);
+        let (_, body) = events_body(state.clone(), "/events?until=250").await;
+        assert_eq!(actions(&body), ["pull", "tag"]);
+        let (_, body) = events_body(state.clone(), "/events?since=100.5&until=300.000000001").await;
+        assert_eq!(actions(&body), ["tag", "delete"]);
+        let filters = "%7B%22event%22%3A%7B%22delete%22%3Atrue%7D%7D"; // {"event":{"delete":true}}
+        let (_, body) = events_body(state.clone(), &format!("/events?since=1&until=1000&filters={filters}")).await;
+        assert_eq!(actions(&body), ["delete"]);
+        let (s, _) = events_body(state.clone(), "/events?until=1000&filters=%7B%22bogus%22%3A%5B%5D%7D").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn events_stream_live_ones_that_match() {
+        let (state, _tx, _root) = test_state();
+        published(&state, "pull", "old:1", 100);
+        let filters = "%7B%22event%22%3A%5B%22tag%22%5D%7D"; // {"event":["tag"]}
+        let req = Request::builder()
+            .uri(format!("/events?filters={filters}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = super::super::router(state.clone()).oneshot(req).await.unwrap();
+        let mut body = resp.into_body();
+        state.events.publish(Event::image("untag", "x", "x", None));
+        state.events.publish(Event::image("tag", "sha256:2", "b:1", None));
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("a live event")
+            .unwrap()
+            .unwrap();
+        let line = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (v["Action"].as_str(), v["Actor"]["Attributes"]["name"].as_str()),
+            (Some("tag"), Some("b:1"))
+        );
+    }
+
     #[tokio::test]
     async fn events_end_at_until_and_at_shutdown() {
         let (state, tx, _root) = test_state();
