@@ -7,7 +7,8 @@
 //!     .ingest-<uuid>        a write in progress (ContentWriter); removed by cancel, by drop,
 //!                           and at open (a crash mid-write leaves only this)
 //!     <2 hex>/<hex>         a committed blob: fsynced, digest verified, renamed into place,
-//!                           directory fsynced; removed by ImageStore when no image needs it
+//!                           directory fsynced; removed by ImageStore when no image needs it,
+//!                           and `<2 hex>/` with it once empty (a commit makes it again)
 //! ```
 //!
 //! The temporary file lives in `blobs/sha256/` (the same filesystem as every blob, so the
