@@ -4,7 +4,9 @@
 //! <data-root>/
 //!   images.redb            image metadata, one transactional file (redb), written only here:
 //!                            images     "sha256:<config hex>" -> ImageRecord (JSON)
-//!                            tags       "docker.io/library/busybox:latest" -> image id
+//!                            tags       "docker.io/library/busybox:latest" -> image id, and
+//!                                       "docker.io/library/busybox@sha256:…" -> image id
+//!                                       (digest references, recorded by pulls)
 //!                            snapshots  "<chain id hex>" -> number of images using it
 //!   blobs/sha256/…         the content store (see `content.rs`): layers, configs, manifests;
 //!                          a blob is deleted when the last image naming it is removed
