@@ -11,7 +11,8 @@
 //! - `--registry-mirror`: unqualified and Docker Hub names are served by the mirror;
 //! - a pull by digest records the digest reference (`RepoDigests`, tag `<none>`), is not
 //!   dangling, survives `docker image prune`; `docker rmi` then leaves the data root as it
-//!   was before the pull (no blob, snapshot or empty directory behind).
+//!   was before the pull (no blob, snapshot or empty directory behind);
+//! - a re-pull that moves a tag leaves the old image with no reference, for prune.
 
 // Test output is the reader's interface here: the docker CLI's output, for the record.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -460,6 +461,65 @@ fn pull_by_digest_is_kept_by_prune_and_rmi_leaves_no_debris() {
         let debris: Vec<_> = now.difference(&empty).collect();
         assert!(debris.is_empty(), "{round} left {debris:?} in {}", root.display());
     }
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn repull_of_a_moved_tag_leaves_the_old_image_for_prune() {
+    if !require(&[Prereq::Root, Prereq::Docker, Prereq::Skopeo]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = start_registry(&dir.path().join("registry"));
+    let host = registry.addr().to_string();
+    let old = skopeo::push(
+        &ImageBuilder::new().label("v", "1"),
+        dir.path(),
+        &host,
+        "sl6/wn",
+        "latest",
+        None,
+        None,
+    );
+    let daemon = DaemonProcess::start_with_cli_timeout(CLI_TIMEOUT, dir.path(), "berth", &[]);
+    let name = format!("{host}/sl6/wn:latest");
+    daemon.docker_ok(&["pull", &name]);
+    assert_eq!(
+        inspect(&daemon, &name)["RepoDigests"],
+        json!([format!("{host}/sl6/wn@{}", old.manifest_digest)])
+    );
+
+    // The tag moves upstream; a re-pull moves it here, and the old image keeps no reference
+    // (its digest reference went with the tag), so it is dangling and prune removes it.
+    let new = skopeo::push(
+        &ImageBuilder::new().label("v", "2"),
+        dir.path(),
+        &host,
+        "sl6/wn",
+        "latest",
+        None,
+        None,
+    );
+    daemon.docker_ok(&["pull", &name]);
+    assert_eq!(inspect(&daemon, &name)["Id"], new.config_digest.to_string());
+    let v = inspect(&daemon, &old.config_digest.to_string());
+    assert_eq!((&v["RepoTags"], &v["RepoDigests"]), (&json!([]), &json!([])), "{v}");
+    let dangling = daemon.docker_ok(&["images", "--filter", "dangling=true", "-q", "--no-trunc"]);
+    assert_eq!(dangling.stdout.trim(), old.config_digest.to_string(), "{dangling}");
+    let prune = daemon.docker_ok(&["image", "prune", "-f"]);
+    assert!(
+        prune.stdout.contains(&format!("deleted: {}", old.config_digest)),
+        "{prune}"
+    );
+    assert!(
+        daemon
+            .docker(&["image", "inspect", &old.config_digest.to_string()])
+            .status
+            .code()
+            != Some(0)
+    );
+    assert_eq!(inspect(&daemon, &name)["Id"], new.config_digest.to_string());
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
 }

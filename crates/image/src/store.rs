@@ -394,6 +394,7 @@ impl ImageStore {
             }
             if let Some(tag) = &tag {
                 let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+                release_moved_tag(&mut tags, tag, &record.id)?;
                 tags.insert(tag.as_str(), record.id.to_string().as_str())
                     .map_err(db("write tags"))?;
             }
@@ -526,6 +527,7 @@ impl ImageStore {
         let tx = self.db.begin_write().map_err(db("begin"))?;
         {
             let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+            release_moved_tag(&mut tags, &full, &image.record.id)?;
             tags.insert(full.as_str(), image.record.id.to_string().as_str())
                 .map_err(db("write tags"))?;
         }
@@ -683,6 +685,45 @@ impl ImageStore {
         fs::rename(&dir, &doomed).map_err(io("rename", &dir))?;
         remove_tree(&doomed)
     }
+}
+
+/// Before `tag` is pointed at `new_id`: if it points at another image that then has no other
+/// tag of that repository, that image's digest references of the repository go too, as
+/// `docker rmi` of the tag would remove them. So an image a re-pull replaced under its tag
+/// becomes dangling (and prunable), as in dockerd, instead of being kept by the digest
+/// reference its own pull recorded.
+fn release_moved_tag(
+    tags: &mut redb::Table<&'static str, &'static str>,
+    tag: &str,
+    new_id: &Digest,
+) -> Result<(), Error> {
+    if is_digest_reference(tag) {
+        return Ok(());
+    }
+    let new_id = new_id.to_string();
+    let Some(old_id) = tags.get(tag).map_err(db("read tags"))?.map(|v| v.value().to_owned()) else {
+        return Ok(());
+    };
+    if old_id == new_id {
+        return Ok(());
+    }
+    let repo = repository_of(tag);
+    let mut digests = Vec::new();
+    for row in tags.iter().map_err(db("read tags"))? {
+        let (k, v) = row.map_err(db("read tags"))?;
+        let (name, id) = (k.value(), v.value());
+        if id != old_id || repository_of(name) != repo || name == tag {
+            continue;
+        }
+        if !is_digest_reference(name) {
+            return Ok(()); // another tag of the repository keeps them
+        }
+        digests.push(name.to_owned());
+    }
+    for d in digests {
+        tags.remove(d.as_str()).map_err(db("write tags"))?;
+    }
+    Ok(())
 }
 
 /// moby's `isSingleReference`: the references are of one repository with at most one tag
@@ -990,6 +1031,19 @@ mod tests {
             .unwrap();
         assert_eq!(store.remove("c:1", false).unwrap(), [Removed::Untagged("c:1".into())]);
         assert_eq!(store.get("c:2").unwrap().repo_digests(), [format!("c@{d}")]);
+        // A tag moved to another image (a re-pull) takes the old image's digest reference
+        // of that repository along when no other tag of it is left: the old image dangles.
+        let e = store.import(tarball(&[("e", b"5")]).as_slice(), &opts("e:1")).unwrap();
+        store
+            .add_references(&e.record.id, &[format!("docker.io/library/e@{d}")])
+            .unwrap();
+        let f = store.import(tarball(&[("f", b"6")]).as_slice(), &opts("e:1")).unwrap();
+        assert_eq!(store.get("e:1").unwrap().record.id, f.record.id);
+        assert_eq!(store.get(&e.record.id.to_string()).unwrap().tags, Vec::<String>::new());
+        let (removed, _) = store.prune(true).unwrap();
+        assert_eq!(removed.get(..1), Some(&[Removed::Deleted(e.record.id.clone())][..]));
+        store.remove("e:1", false).unwrap();
+
         // Tags of two repositories: an ID needs force.
         store.tag("c:2", "other:1").unwrap();
         let err = store.remove(&c.record.id.to_string(), false).unwrap_err();
