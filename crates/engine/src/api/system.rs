@@ -507,6 +507,23 @@ mod tests {
         let filters = "%7B%22event%22%3A%7B%22delete%22%3Atrue%7D%7D"; // {"event":{"delete":true}}
         let (_, body) = events_body(state.clone(), &format!("/events?since=1&until=1000&filters={filters}")).await;
         assert_eq!(actions(&body), ["delete"]);
+        // `since` alone: the recorded ones, then the stream stays open for new ones.
+        let req = Request::builder().uri("/events?since=250").body(Body::empty()).unwrap();
+        let mut body = super::super::router(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body();
+        let mut next = async || {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("an event");
+            let data = frame.unwrap().unwrap().into_data().unwrap();
+            actions(&data)
+        };
+        assert_eq!(next().await, ["delete"]);
+        state.events.publish(Event::image("load", "sha256:3", "sha256:3", None));
+        assert_eq!(next().await, ["load"]);
         let (s, _) = events_body(state.clone(), "/events?until=1000&filters=%7B%22bogus%22%3A%5B%5D%7D").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
     }
