@@ -227,7 +227,8 @@ fn docker_pull_from_a_berth_registry() {
         "added",
         &["--add-registry", &host, "--block-registry", "docker.io"],
     );
-    // A fresh pull by digest: the manifest is checked against it, no tag is recorded.
+    // A fresh pull by digest: the manifest is checked against it; only the digest
+    // reference is recorded (see daemon_pull_sources.rs).
     let out = added.docker_ok(&["pull", &by_digest]);
     println!("{out}");
     assert!(out.stdout.contains("Pull complete"), "{out}");

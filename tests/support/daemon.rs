@@ -117,7 +117,22 @@ impl Paths {
 
     /// `berth daemon` with every path of its own, plus `extra` flags; its log goes to a file.
     pub(crate) fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        self.command_in(None, extra)
+    }
+
+    /// [`command`](Self::command), run in the network namespace `netns`
+    /// (`/run/netns/NAME`) when given: `nsenter --net` execs the daemon, so the child's pid
+    /// is the daemon's, and its socket is reachable from outside as any unix socket is.
+    pub(crate) fn command_in(&self, netns: Option<&Path>, extra: &[&str]) -> Command {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", ns.display()))
+                    .arg(env!("CARGO_BIN_EXE_berth"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_berth")),
+        };
         cmd.arg("daemon")
             .args(["-H", &self.host()])
             .arg("--data-root")
@@ -156,10 +171,22 @@ impl DaemonProcess {
         name: &str,
         extra: &[&str],
     ) -> DaemonProcess {
+        DaemonProcess::start_in(None, cli_timeout, dir, name, extra)
+    }
+
+    /// [`start_with_cli_timeout`](Self::start_with_cli_timeout), with the daemon in the
+    /// network namespace `netns` (`/run/netns/NAME`) when given.
+    pub(crate) fn start_in(
+        netns: Option<&Path>,
+        cli_timeout: Duration,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> DaemonProcess {
         let paths = Paths::new(dir, name);
         let log = fs::File::create(&paths.log).expect("create daemon log");
         let child = paths
-            .command(extra)
+            .command_in(netns, extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

@@ -9,7 +9,7 @@ mod printer;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Environment variables the CLI reads.
 mod env_vars {
@@ -33,14 +33,44 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
-    /// The daemon's socket, unix://PATH: where `berth daemon` listens and the other commands
-    /// connect [default: $BERTH_HOST, then $DOCKER_HOST, then unix:///run/berth/berth.sock;
-    /// `berth daemon` reads neither variable].
-    #[arg(short = 'H', long, global = true, value_name = "unix://PATH")]
+    /// The daemon's socket, unix://PATH, for `berth daemon` and the commands that talk to it
+    /// (also accepted after the command name) [default: $BERTH_HOST, then $DOCKER_HOST, then
+    /// unix:///run/berth/berth.sock; `berth daemon` reads neither variable].
+    #[arg(short = 'H', long, value_name = "unix://PATH")]
     host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `-H` on a command that talks to the daemon, so it shows in that command's help and no
+/// other's (`berth registry` has nothing to connect to).
+#[derive(Args)]
+struct HostArg {
+    /// The daemon's socket, unix://PATH [default: $BERTH_HOST, then $DOCKER_HOST, then
+    /// unix:///run/berth/berth.sock].
+    #[arg(short = 'H', long = "host", value_name = "unix://PATH", global = true)]
+    host: Option<String>,
+}
+
+/// A command that talks to the daemon: its own arguments and `-H`.
+#[derive(Args)]
+struct Client<T: Args> {
+    #[command(flatten)]
+    args: T,
+    #[command(flatten)]
+    host: HostArg,
+}
+
+/// `berth image …` as arguments, so that it can carry `-H` for its subcommands.
+#[derive(Args)]
+struct ImageArgs {
+    #[command(subcommand)]
+    command: commands::image::ImageCommand,
+}
+
+/// `berth version` has no arguments of its own.
+#[derive(Args)]
+struct NoArgs {}
 
 #[derive(Subcommand)]
 enum Command {
@@ -50,28 +80,48 @@ enum Command {
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
     /// List images.
-    Images(commands::images::ImagesArgs),
+    Images(Client<commands::images::ImagesArgs>),
     /// Pull an image from a registry.
-    Pull(commands::pull::PullArgs),
+    Pull(Client<commands::pull::PullArgs>),
     /// Push an image to a registry.
-    Push(commands::push::PushArgs),
+    Push(Client<commands::push::PushArgs>),
     /// Make an image from a root filesystem tarball.
-    Import(commands::import::ImportArgs),
+    Import(Client<commands::import::ImportArgs>),
     /// Write images to a docker-archive tarball.
-    Save(commands::save::SaveArgs),
+    Save(Client<commands::save::SaveArgs>),
     /// Load images from a docker-archive or OCI layout tarball.
-    Load(commands::load::LoadArgs),
+    Load(Client<commands::load::LoadArgs>),
     /// Give an image another name.
-    Tag(commands::tag::TagArgs),
+    Tag(Client<commands::tag::TagArgs>),
     /// Remove images.
-    Rmi(commands::rmi::RmiArgs),
+    Rmi(Client<commands::rmi::RmiArgs>),
     /// Show images in detail (pretty JSON).
-    InspectImage(commands::inspect_image::InspectArgs),
+    InspectImage(Client<commands::inspect_image::InspectArgs>),
     /// Manage images (`berth image inspect`, `ls`, `rm`).
-    #[command(subcommand)]
-    Image(commands::image::ImageCommand),
+    Image(Client<ImageArgs>),
     /// Show the version of this binary and of the daemon, when one answers.
-    Version,
+    Version(Client<NoArgs>),
+}
+
+impl Command {
+    /// The `-H` given after the command name, for the commands that take one.
+    fn host(&mut self) -> Option<String> {
+        match self {
+            Command::Daemon(args) => args.host.take(),
+            Command::Registry(_) => None,
+            Command::Images(c) => c.host.host.take(),
+            Command::Pull(c) => c.host.host.take(),
+            Command::Push(c) => c.host.host.take(),
+            Command::Import(c) => c.host.host.take(),
+            Command::Save(c) => c.host.host.take(),
+            Command::Load(c) => c.host.host.take(),
+            Command::Tag(c) => c.host.host.take(),
+            Command::Rmi(c) => c.host.host.take(),
+            Command::InspectImage(c) => c.host.host.take(),
+            Command::Image(c) => c.host.host.take(),
+            Command::Version(c) => c.host.host.take(),
+        }
+    }
 }
 
 /// Logs go to stderr from a background thread through a buffer that is flushed whenever the
@@ -110,33 +160,38 @@ where
 async fn run_client(command: Command, client: client::Client, printer: &printer::Printer) -> anyhow::Result<()> {
     let client = &client;
     match command {
-        Command::Images(args) => commands::images::run(args, client, printer).await,
-        Command::Pull(args) => commands::pull::run(args, client, printer).await,
-        Command::Push(args) => commands::push::run(args, client, printer).await,
-        Command::Import(args) => commands::import::run(args, client, printer).await,
-        Command::Save(args) => commands::save::run(args, client, printer).await,
-        Command::Load(args) => commands::load::run(args, client, printer).await,
-        Command::Tag(args) => commands::tag::run(args, client, printer).await,
-        Command::Rmi(args) => commands::rmi::run(args, client, printer).await,
-        Command::InspectImage(args) => commands::inspect_image::run(args, client, printer).await,
-        Command::Image(cmd) => commands::image::run(cmd, client, printer).await,
-        Command::Daemon(_) | Command::Registry(_) | Command::Version => unreachable!("not a client command"),
+        Command::Images(c) => commands::images::run(c.args, client, printer).await,
+        Command::Pull(c) => commands::pull::run(c.args, client, printer).await,
+        Command::Push(c) => commands::push::run(c.args, client, printer).await,
+        Command::Import(c) => commands::import::run(c.args, client, printer).await,
+        Command::Save(c) => commands::save::run(c.args, client, printer).await,
+        Command::Load(c) => commands::load::run(c.args, client, printer).await,
+        Command::Tag(c) => commands::tag::run(c.args, client, printer).await,
+        Command::Rmi(c) => commands::rmi::run(c.args, client, printer).await,
+        Command::InspectImage(c) => commands::inspect_image::run(c.args, client, printer).await,
+        Command::Image(c) => commands::image::run(c.args.command, client, printer).await,
+        Command::Daemon(_) | Command::Registry(_) | Command::Version(_) => unreachable!("not a client command"),
     }
 }
 
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
+    // After the command name wins over before it, as the later flag does in docker.
+    let host = cli.command.host().or(cli.host.take());
     let result = match cli.command {
-        Command::Daemon(args) => commands::daemon::run(*args, cli.host),
+        Command::Registry(_) if host.is_some() => Err(anyhow::anyhow!(
+            "-H/--host names the daemon's socket; `berth registry` does not use a daemon (its address is --addr)"
+        )),
+        Command::Daemon(args) => commands::daemon::run(*args, host),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
-        Command::Version => client_command(|_| async {
-            let client = client::Client::new(cli.host.as_deref()).ok();
+        Command::Version(_) => client_command(|_| async {
+            let client = client::Client::new(host.as_deref()).ok();
             commands::version::run(client.as_ref(), &printer).await
         }),
-        command => match client::Client::new(cli.host.as_deref()) {
+        command => match client::Client::new(host.as_deref()) {
             Ok(client) => client_command(|()| run_client(command, client, &printer)),
             Err(e) => Err(e),
         },
@@ -147,5 +202,63 @@ pub fn main() -> ExitCode {
             printer.error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub
+                .find_subcommand_mut(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn host_flag_only_where_a_daemon_is_used() {
+        for path in [
+            &["images"][..],
+            &["pull"],
+            &["daemon"],
+            &["image", "ls"],
+            &["image"],
+            &["version"],
+        ] {
+            assert!(help(path).contains("--host"), "berth {path:?} --help lacks -H");
+        }
+        for path in [&["registry"][..], &["registry", "serve"], &["registry", "gc"]] {
+            assert!(!help(path).contains("--host"), "berth {path:?} --help shows -H");
+        }
+    }
+
+    #[test]
+    fn host_before_or_after_the_command() {
+        let parse = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(args).unwrap();
+            cli.command.host().or(cli.host)
+        };
+        assert_eq!(parse(&["berth", "-H", "unix:///a", "images"]), Some("unix:///a".into()));
+        assert_eq!(parse(&["berth", "images", "-H", "unix:///b"]), Some("unix:///b".into()));
+        assert_eq!(
+            parse(&["berth", "image", "-H", "unix:///c", "ls"]),
+            Some("unix:///c".into())
+        );
+        assert_eq!(
+            parse(&["berth", "image", "ls", "-H", "unix:///d"]),
+            Some("unix:///d".into())
+        );
+        assert_eq!(
+            parse(&["berth", "-H", "unix:///a", "daemon", "-H", "unix:///e"]),
+            Some("unix:///e".into())
+        );
+        assert!(Cli::try_parse_from(["berth", "registry", "serve", "-H", "unix:///x"]).is_err());
     }
 }

@@ -5,8 +5,8 @@
 //! [`Daemon::run`] serves until [`shutdown_signal`] (or any future) resolves. Failures are an
 //! [`Error`]; its [`ErrorKind`] decides the HTTP status an API client sees.
 //!
-//! Served so far: `/_ping`, `/version`, `/info`, `/events` (empty for now), and the local
-//! image endpoints (import, list, inspect, history, tag, remove, prune) over
+//! Served so far: `/_ping`, `/version`, `/info`, `/events` (image events), and the image
+//! endpoints (pull, push, import, list, inspect, history, tag, remove, prune, save, load) over
 //! [`berth_image::ImageStore`]; every other path answers 501 with a message naming it.
 
 // `/info` is one large `json!` literal.
@@ -16,6 +16,7 @@ mod api;
 mod config;
 mod daemon;
 mod error;
+mod events;
 mod host;
 
 pub use config::Config;

@@ -264,6 +264,11 @@ impl ImageStore {
 }
 
 impl Export {
+    /// The IDs of the images in the archive, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &Digest> {
+        self.images.iter().map(|(r, _)| &r.id)
+    }
+
     /// Streams the archive into `out`; layers are decompressed on the way, one buffer at a
     /// time, and checked against their diff IDs.
     pub fn write<W: Write>(&self, out: W) -> Result<(), Error> {

@@ -25,6 +25,8 @@ pub struct BatchSender {
 pub struct BatchReader {
     rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
     cur: VecDeque<Bytes>,
+    /// An error that arrived behind bytes already handed out; the next read returns it.
+    failed: Option<io::Error>,
 }
 
 pub fn batch_channel() -> (BatchSender, BatchReader) {
@@ -38,6 +40,7 @@ pub fn batch_channel() -> (BatchSender, BatchReader) {
         BatchReader {
             rx,
             cur: VecDeque::new(),
+            failed: None,
         },
     )
 }
@@ -83,26 +86,35 @@ impl BatchSender {
 }
 
 impl BatchReader {
-    fn take(&mut self, batch: io::Result<Vec<Bytes>>) -> io::Result<()> {
-        self.cur.extend(batch?);
-        Ok(())
+    /// Queues a batch; an error is kept for the read after the queued bytes.
+    fn take(&mut self, batch: io::Result<Vec<Bytes>>) {
+        match batch {
+            Ok(b) => self.cur.extend(b.into_iter().filter(|b| !b.is_empty())),
+            Err(e) => self.failed = Some(e),
+        }
     }
 }
 
 impl Read for BatchReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             match self.rx.blocking_recv() {
                 None => return Ok(0),
-                Some(batch) => self.take(batch)?,
+                Some(batch) => self.take(batch),
             }
         }
         let mut n = 0;
         while n < buf.len() {
             let Some(front) = self.cur.front_mut() else {
+                if self.failed.is_some() {
+                    break;
+                }
                 match self.rx.try_recv() {
                     Ok(batch) => {
-                        self.take(batch)?;
+                        self.take(batch);
                         continue;
                     }
                     Err(_) => break,

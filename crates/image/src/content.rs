@@ -7,7 +7,8 @@
 //!     .ingest-<uuid>        a write in progress (ContentWriter); removed by cancel, by drop,
 //!                           and at open (a crash mid-write leaves only this)
 //!     <2 hex>/<hex>         a committed blob: fsynced, digest verified, renamed into place,
-//!                           directory fsynced; removed by ImageStore when no image needs it
+//!                           directory fsynced; removed by ImageStore when no image needs it,
+//!                           and `<2 hex>/` with it once empty (a commit makes it again)
 //! ```
 //!
 //! The temporary file lives in `blobs/sha256/` (the same filesystem as every blob, so the
@@ -125,9 +126,17 @@ impl ContentStore for LocalContent {
     fn delete(&self, digest: &Digest) -> Result<(), Error> {
         let p = self.path(digest);
         match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &p)(e)),
+        }
+        // The `<2 hex>/` directory goes with its last blob, so removing every image leaves
+        // only `blobs/sha256/`. A commit racing this recreates it (see `commit`).
+        let dir = p.parent().expect("blob path has a parent");
+        match fs::remove_dir(dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("remove", &p)(e)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty) => Ok(()),
+            Err(e) => Err(io("remove", dir)(e)),
         }
     }
 }
@@ -182,8 +191,17 @@ impl ContentWriter for LocalWriter {
             }
             let dest = self.store.path(&digest);
             let dir = dest.parent().expect("blob path has a parent");
-            fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-            fs::rename(&tmp, &dest).map_err(io("rename", &dest))?;
+            // `delete` removes a `<2 hex>/` directory once it is empty, possibly between
+            // these two steps; then the directory is made again.
+            let mut tries = 0;
+            loop {
+                fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+                match fs::rename(&tmp, &dest) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                    Err(e) => return Err(io("rename", &dest)(e)),
+                }
+            }
             fsync_dir(dir)?;
             fsync_dir(&self.store.dir)?;
             Ok((digest, self.size))
@@ -249,6 +267,7 @@ pub mod testsuite {
         store.delete(&d).unwrap();
         assert!(!store.contains(&d));
         store.delete(&d).unwrap();
+        assert!(store.writer().is_ok(), "the store still takes blobs after a delete");
         assert!(matches!(store.read(&d), Err(Error::BlobNotFound { .. })));
     }
 
@@ -305,6 +324,24 @@ mod tests {
             dirs.lock().unwrap().push(dir);
             (store, Box::new(move || files(&root)))
         });
+    }
+
+    #[test]
+    fn delete_removes_an_emptied_prefix_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalContent::open(dir.path()).unwrap();
+        let mut w = store.writer().unwrap();
+        w.write_all(b"one").unwrap();
+        let (d, _) = w.commit(None).unwrap();
+        let prefix = store.path(&d).parent().unwrap().to_path_buf();
+        store.delete(&d).unwrap();
+        assert!(!prefix.exists(), "{} left behind", prefix.display());
+        assert!(dir.path().join("blobs/sha256").is_dir());
+        // And the same prefix is made again for the next blob.
+        let mut w = store.writer().unwrap();
+        w.write_all(b"one").unwrap();
+        assert_eq!(w.commit(None).unwrap().0, d);
+        assert_eq!(store.read(&d).unwrap(), b"one");
     }
 
     #[test]

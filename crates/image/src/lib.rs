@@ -32,5 +32,5 @@ pub use distribution::{
 };
 pub use error::{Error, ErrorKind};
 pub use extract::{ExtractOptions, ExtractStats, Whiteouts, extract};
-pub use names::{familiar, normalize, split_tag};
+pub use names::{familiar, normalize, normalize_reference, split_tag};
 pub use store::{Image, ImageRecord, ImageStore, ImportOptions, Layer, Removed, chain_ids};

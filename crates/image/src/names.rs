@@ -30,6 +30,35 @@ pub fn normalize(name: &str) -> Result<String, Error> {
     }
 }
 
+/// Like [`normalize`], and a name with a digest is the digest reference it is stored under
+/// (`registry/repository@sha256:…`; a tag beside the digest is dropped, as docker does).
+pub fn normalize_reference(name: &str) -> Result<String, Error> {
+    let r: Reference = name.parse()?;
+    let Some(digest) = &r.digest else {
+        return normalize(name);
+    };
+    let name = match r.registry.as_deref() {
+        None => r.repository.as_str().to_owned(),
+        Some(host) => format!("{host}/{}", r.repository.as_str()),
+    };
+    let tagged = normalize(&name)?;
+    Ok(format!("{}@{digest}", split_tag(&tagged).0))
+}
+
+/// Whether a stored reference is a digest reference (`…@sha256:…`) rather than a tag.
+pub(crate) fn is_digest_reference(full: &str) -> bool {
+    full.contains('@')
+}
+
+/// The repository of a stored reference: `myreg:5000/a:1` and `myreg:5000/a@sha256:…` are
+/// `myreg:5000/a`.
+pub(crate) fn repository_of(full: &str) -> &str {
+    match full.split_once('@') {
+        Some((repo, _)) => repo,
+        None => split_tag(full).0,
+    }
+}
+
 /// The short form docker shows: `docker.io/library/busybox:latest` → `busybox:latest`.
 pub fn familiar(full: &str) -> &str {
     full.strip_prefix("docker.io/library/")
@@ -77,5 +106,19 @@ mod tests {
         assert_eq!(familiar("myreg:5000/a:1"), "myreg:5000/a:1");
         assert_eq!(split_tag("myreg:5000/a:1"), ("myreg:5000/a", "1"));
         assert_eq!(split_tag("myreg:5000/a"), ("myreg:5000/a", ""));
+
+        let d = berth_oci::Digest::sha256(b"");
+        for (input, want) in [
+            (format!("busybox@{d}"), format!("docker.io/library/busybox@{d}")),
+            (format!("busybox:1@{d}"), format!("docker.io/library/busybox@{d}")),
+            (format!("myreg:5000/sl6/wn@{d}"), format!("myreg:5000/sl6/wn@{d}")),
+            ("myreg:5000/sl6/wn:1".to_owned(), "myreg:5000/sl6/wn:1".to_owned()),
+        ] {
+            assert_eq!(normalize_reference(&input).unwrap(), want, "{input}");
+        }
+        assert!(normalize_reference("a@sha256:zz").is_err());
+        assert!(is_digest_reference(&format!("a@{d}")) && !is_digest_reference("a:1"));
+        assert_eq!(repository_of(&format!("myreg:5000/a@{d}")), "myreg:5000/a");
+        assert_eq!(repository_of("myreg:5000/a:1"), "myreg:5000/a");
     }
 }

@@ -4,7 +4,9 @@
 //! <data-root>/
 //!   images.redb            image metadata, one transactional file (redb), written only here:
 //!                            images     "sha256:<config hex>" -> ImageRecord (JSON)
-//!                            tags       "docker.io/library/busybox:latest" -> image id
+//!                            tags       "docker.io/library/busybox:latest" -> image id, and
+//!                                       "docker.io/library/busybox@sha256:…" -> image id
+//!                                       (digest references, recorded by pulls)
 //!                            snapshots  "<chain id hex>" -> number of images using it
 //!   blobs/sha256/…         the content store (see `content.rs`): layers, configs, manifests;
 //!                          a blob is deleted when the last image naming it is removed
@@ -41,7 +43,7 @@ use crate::config::{ContainerConfig, History, ImageConfig, RootFs, apply_changes
 use crate::content::{ContentStore, ContentWriter, LocalContent, fsync_dir};
 use crate::error::{Error, db, io};
 use crate::extract::{ExtractOptions, Whiteouts, extract_recorded};
-use crate::names::{familiar, normalize};
+use crate::names::{familiar, is_digest_reference, normalize, normalize_reference, repository_of};
 use crate::recipe::Recipe;
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
@@ -91,7 +93,9 @@ impl ImageRecord {
     }
 }
 
-/// An image with the tags that point at it (full names, sorted).
+/// An image with the references that point at it (full names, sorted): tags
+/// (`registry/repo:tag`) and digest references (`registry/repo@sha256:…`, recorded by a pull).
+/// An image with neither is dangling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
     pub record: ImageRecord,
@@ -99,9 +103,22 @@ pub struct Image {
 }
 
 impl Image {
-    /// The tags as docker shows them (`busybox:latest`).
+    /// The tags as docker shows them (`busybox:latest`): docker's `RepoTags`.
     pub fn familiar_tags(&self) -> Vec<String> {
-        self.tags.iter().map(|t| familiar(t).to_owned()).collect()
+        self.tags
+            .iter()
+            .filter(|t| !is_digest_reference(t))
+            .map(|t| familiar(t).to_owned())
+            .collect()
+    }
+
+    /// The digest references as docker shows them (`busybox@sha256:…`): docker's `RepoDigests`.
+    pub fn repo_digests(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|t| is_digest_reference(t))
+            .map(|t| familiar(t).to_owned())
+            .collect()
     }
 }
 
@@ -417,6 +434,7 @@ impl ImageStore {
             }
             if let Some(tag) = &tag {
                 let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+                release_moved_tag(&mut tags, tag, &record.id)?;
                 tags.insert(tag.as_str(), record.id.to_string().as_str())
                     .map_err(db("write tags"))?;
             }
@@ -500,9 +518,9 @@ impl ImageStore {
                 return Ok((Image { record, tags }, None));
             }
         }
-        // A tag.
+        // A tag or a digest reference.
         if hex.is_none() {
-            match normalize(name) {
+            match normalize_reference(name) {
                 Ok(full) => {
                     let tags = tx.open_table(TAGS).map_err(db("open tags"))?;
                     if let Some(id) = tags.get(full.as_str()).map_err(db("read tags"))? {
@@ -549,6 +567,7 @@ impl ImageStore {
         let tx = self.db.begin_write().map_err(db("begin"))?;
         {
             let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+            release_moved_tag(&mut tags, &full, &image.record.id)?;
             tags.insert(full.as_str(), image.record.id.to_string().as_str())
                 .map_err(db("write tags"))?;
         }
@@ -558,15 +577,29 @@ impl ImageStore {
         self.get(&image.record.id.to_string())
     }
 
-    /// Removes a tag, or an image, as `docker rmi` does: a tag is untagged and the image goes
-    /// with its last tag; an ID removes the image with its only tag, or with all its tags
-    /// when `force` (several tags without `force` is a conflict).
+    /// Removes a reference, or an image, as `docker rmi` does (moby's `ImageDelete`): a
+    /// reference is removed, and with a tag go the digest references of its repository when
+    /// no other tag of that repository is left; the image goes with its last reference. An ID
+    /// removes the image with all its references when they are one tag (and digests) of one
+    /// repository, or when `force`; otherwise that is a conflict.
     pub fn remove(&self, name: &str, force: bool) -> Result<Vec<Removed>, Error> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let (image, matched) = self.lookup(name)?;
         let untag: Vec<String> = match &matched {
-            Some(tag) => vec![tag.clone()],
-            None if image.tags.len() > 1 && !force => {
+            Some(r) if is_digest_reference(r) => vec![r.clone()],
+            Some(tag) => {
+                let repo = repository_of(tag);
+                let other_tag = image
+                    .tags
+                    .iter()
+                    .any(|t| t != tag && !is_digest_reference(t) && repository_of(t) == repo);
+                let digests = image
+                    .tags
+                    .iter()
+                    .filter(|t| !other_tag && is_digest_reference(t) && repository_of(t) == repo);
+                std::iter::once(tag).chain(digests).cloned().collect()
+            }
+            None if !force && image.tags.len() > 1 && !single_reference(&image.tags) => {
                 return Err(Error::ReferencedByTags {
                     short_id: image.record.id.hex()[..12].to_owned(),
                 });
@@ -575,6 +608,32 @@ impl ImageStore {
         };
         let delete = untag.len() == image.tags.len();
         self.remove_locked(&image, &untag, delete)
+    }
+
+    /// Points more references (full names, tags or digest references) at an existing image,
+    /// in one transaction; those already there are left as they are.
+    pub(crate) fn add_references(&self, id: &Digest, references: &[String]) -> Result<Image, Error> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = self.db.begin_write().map_err(db("begin"))?;
+        {
+            let images = tx.open_table(IMAGES).map_err(db("open images"))?;
+            if images
+                .get(id.to_string().as_str())
+                .map_err(db("read images"))?
+                .is_none()
+            {
+                return Err(Error::ImageNotFound {
+                    reference: id.to_string(),
+                });
+            }
+            let mut tags = tx.open_table(TAGS).map_err(db("open tags"))?;
+            for r in references {
+                tags.insert(r.as_str(), id.to_string().as_str())
+                    .map_err(db("write tags"))?;
+            }
+        }
+        tx.commit().map_err(db("commit"))?;
+        self.get(&id.to_string())
     }
 
     /// Removes images without tags (`dangling_only`) or every image; returns what was
@@ -672,6 +731,56 @@ impl ImageStore {
         fs::rename(&dir, &doomed).map_err(io("rename", &dir))?;
         remove_tree(&doomed)
     }
+}
+
+/// Before `tag` is pointed at `new_id`: if it points at another image that then has no other
+/// tag of that repository, that image's digest references of the repository go too, as
+/// `docker rmi` of the tag would remove them. So an image a re-pull replaced under its tag
+/// becomes dangling (and prunable), as in dockerd, instead of being kept by the digest
+/// reference its own pull recorded.
+fn release_moved_tag(
+    tags: &mut redb::Table<&'static str, &'static str>,
+    tag: &str,
+    new_id: &Digest,
+) -> Result<(), Error> {
+    if is_digest_reference(tag) {
+        return Ok(());
+    }
+    let new_id = new_id.to_string();
+    let Some(old_id) = tags.get(tag).map_err(db("read tags"))?.map(|v| v.value().to_owned()) else {
+        return Ok(());
+    };
+    if old_id == new_id {
+        return Ok(());
+    }
+    let repo = repository_of(tag);
+    let mut digests = Vec::new();
+    for row in tags.iter().map_err(db("read tags"))? {
+        let (k, v) = row.map_err(db("read tags"))?;
+        let (name, id) = (k.value(), v.value());
+        if id != old_id || repository_of(name) != repo || name == tag {
+            continue;
+        }
+        if !is_digest_reference(name) {
+            return Ok(()); // another tag of the repository keeps them
+        }
+        digests.push(name.to_owned());
+    }
+    for d in digests {
+        tags.remove(d.as_str()).map_err(db("write tags"))?;
+    }
+    Ok(())
+}
+
+/// moby's `isSingleReference`: the references are of one repository with at most one tag
+/// among them (a tag and its digests, or digests only). False for none.
+fn single_reference(references: &[String]) -> bool {
+    let Some(first) = references.first() else {
+        return false;
+    };
+    let repo = repository_of(first);
+    references.iter().all(|r| repository_of(r) == repo)
+        && references.iter().filter(|r| !is_digest_reference(r)).count() <= 1
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<ImageRecord, Error> {
@@ -912,6 +1021,83 @@ mod tests {
         assert!(!snap.exists());
         assert_eq!(tree(&dir.path().join("snapshots")), Vec::<String>::new());
         assert_eq!(files_under(&dir.path().join("blobs")), Vec::<String>::new());
+        assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn digest_references_keep_an_image_and_go_with_its_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let a = store.import(tarball(&[("a", b"1")]).as_slice(), &opts("a")).unwrap();
+        let id = a.record.id.clone();
+        let d = Digest::sha256(b"manifest");
+        let digest_ref = format!("docker.io/library/a@{d}");
+        let image = store.add_references(&id, std::slice::from_ref(&digest_ref)).unwrap();
+        assert_eq!(image.familiar_tags(), ["a:latest"]);
+        assert_eq!(image.repo_digests(), [format!("a@{d}")]);
+        assert_eq!(store.get(&format!("a@{d}")).unwrap().record.id, id);
+        // One tag and its digest: an ID removes both without force.
+        let removed = store.remove(&id.to_string(), false).unwrap();
+        assert_eq!(
+            removed[..3],
+            [
+                Removed::Untagged("a:latest".into()),
+                Removed::Untagged(format!("a@{d}")),
+                Removed::Deleted(id.clone()),
+            ]
+        );
+
+        // A digest reference alone: not dangling, so prune keeps it; rmi by it removes it.
+        let untagged = ImportOptions {
+            reference: None,
+            ..opts("b")
+        };
+        let b = store.import(tarball(&[("b", b"2")]).as_slice(), &untagged).unwrap();
+        store
+            .add_references(&b.record.id, &[format!("docker.io/library/b@{d}")])
+            .unwrap();
+        let (removed, _) = store.prune(true).unwrap();
+        assert_eq!(removed, []);
+        assert_eq!(
+            store.get(&b.record.id.to_string()).unwrap().repo_digests(),
+            [format!("b@{d}")]
+        );
+        let removed = store.remove(&format!("b@{d}"), false).unwrap();
+        assert_eq!(
+            removed[..2],
+            [
+                Removed::Untagged(format!("b@{d}")),
+                Removed::Deleted(b.record.id.clone())
+            ]
+        );
+
+        // Untagging keeps the digest while another tag of the repository is left.
+        let c = store.import(tarball(&[("c", b"3")]).as_slice(), &opts("c:1")).unwrap();
+        store.tag("c:1", "c:2").unwrap();
+        store
+            .add_references(&c.record.id, &[format!("docker.io/library/c@{d}")])
+            .unwrap();
+        assert_eq!(store.remove("c:1", false).unwrap(), [Removed::Untagged("c:1".into())]);
+        assert_eq!(store.get("c:2").unwrap().repo_digests(), [format!("c@{d}")]);
+        // A tag moved to another image (a re-pull) takes the old image's digest reference
+        // of that repository along when no other tag of it is left: the old image dangles.
+        let e = store.import(tarball(&[("e", b"5")]).as_slice(), &opts("e:1")).unwrap();
+        store
+            .add_references(&e.record.id, &[format!("docker.io/library/e@{d}")])
+            .unwrap();
+        let f = store.import(tarball(&[("f", b"6")]).as_slice(), &opts("e:1")).unwrap();
+        assert_eq!(store.get("e:1").unwrap().record.id, f.record.id);
+        assert_eq!(store.get(&e.record.id.to_string()).unwrap().tags, Vec::<String>::new());
+        let (removed, _) = store.prune(true).unwrap();
+        assert_eq!(removed.get(..1), Some(&[Removed::Deleted(e.record.id.clone())][..]));
+        store.remove("e:1", false).unwrap();
+
+        // Tags of two repositories: an ID needs force.
+        store.tag("c:2", "other:1").unwrap();
+        let err = store.remove(&c.record.id.to_string(), false).unwrap_err();
+        assert!(matches!(err, Error::ReferencedByTags { .. }), "{err}");
+        // Three references, the image and its one snapshot.
+        assert_eq!(store.remove(&c.record.id.to_string(), true).unwrap().len(), 5);
         assert_eq!(store.count().unwrap(), 0);
     }
 

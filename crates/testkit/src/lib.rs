@@ -13,6 +13,6 @@ mod image;
 mod prereq;
 mod registry;
 
-pub use image::{ImageBuilder, ImageInfo, LayerData, LayerInfo};
+pub use image::{ImageBuilder, ImageInfo, LayerData, LayerInfo, go_arch};
 pub use prereq::{Prereq, require};
 pub use registry::RegistryProcess;

@@ -6,10 +6,12 @@ use anyhow::Context;
 use berth_engine::{Config, Daemon, shutdown_signal};
 use clap::Args;
 
-/// dockerd's flag names, so a site's options carry over. `-H/--host` is the global flag
-/// (here: the socket to serve the API on, default `unix:///run/berth/berth.sock`).
+/// dockerd's flag names, so a site's options carry over.
 #[derive(Args)]
 pub(crate) struct DaemonArgs {
+    /// The socket to serve the API on, unix://PATH [default: unix:///run/berth/berth.sock].
+    #[arg(short = 'H', long, value_name = "unix://PATH")]
+    pub(crate) host: Option<String>,
     /// TOML file with the same settings, kebab-case (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,

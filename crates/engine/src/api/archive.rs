@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::State;
 use super::images::{feed_body, query_pairs};
 use crate::error::Error;
+use crate::events::Event;
 
 type AppState = StateExtractor<Arc<State>>;
 
@@ -63,10 +64,19 @@ async fn save_names(state: Arc<State>, names: Vec<String>) -> Result<Response, E
         let sink = ChannelWriter { tx: tx.clone() };
         let mut out = io::BufWriter::with_capacity(1 << 20, sink);
         // `write` flushes `out` itself.
-        if let Err(e) = export.write(&mut out) {
-            // The status line is sent already: a broken stream is all the client can get.
-            tracing::warn!(error = %e, "docker save stopped");
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        match export.write(&mut out) {
+            Ok(()) => {
+                for id in export.ids() {
+                    let image = state.images.get(&id.to_string()).ok();
+                    let id = id.to_string();
+                    state.events.publish(Event::image("save", &id, &id, image.as_ref()));
+                }
+            }
+            Err(e) => {
+                // The status line is sent already: a broken stream is all the client can get.
+                tracing::warn!(error = %e, "docker save stopped");
+                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            }
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
@@ -104,6 +114,11 @@ pub(super) async fn load(StateExtractor(state): AppState, body: Body) -> Respons
     let mut lines = String::new();
     match task.await.expect("load does not panic") {
         Ok(loaded) => {
+            for l in &loaded {
+                let image = state.images.get(&l.id.to_string()).ok();
+                let id = l.id.to_string();
+                state.events.publish(Event::image("load", &id, &id, image.as_ref()));
+            }
             for image in loaded {
                 if image.tags.is_empty() {
                     lines.push_str(&json!({ "stream": format!("Loaded image ID: {}\n", image.id) }).to_string());

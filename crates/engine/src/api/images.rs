@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use crate::error::Error;
+use crate::events::Event;
 
 type AppState = StateExtractor<Arc<State>>;
 
@@ -79,8 +80,9 @@ impl Query {
             .is_some_and(|v| !["", "0", "no", "false", "none"].contains(&v.to_ascii_lowercase().as_str()))
     }
 
-    /// `filters={"name":{"value":true}}` (or the older `{"name":["value"]}`).
-    fn filters(&self, allowed: &[&str]) -> Result<BTreeMap<String, Vec<String>>, Error> {
+    /// `filters={"name":{"value":true}}` (or the older `{"name":["value"]}`); an empty
+    /// `allowed` lets every name through (the caller checks them).
+    pub(super) fn filters(&self, allowed: &[&str]) -> Result<BTreeMap<String, Vec<String>>, Error> {
         let Some(raw) = self.get("filters").filter(|f| !f.is_empty()) else {
             return Ok(BTreeMap::new());
         };
@@ -93,7 +95,7 @@ impl Query {
         let obj = v.as_object().ok_or_else(|| bad("expected a JSON object"))?;
         let mut out = BTreeMap::new();
         for (name, values) in obj {
-            if !allowed.contains(&name.as_str()) {
+            if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
                 return Err(Error::InvalidFilter { name: name.clone() });
             }
             let values: Vec<String> = match values {
@@ -122,9 +124,13 @@ fn glob(pattern: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Whether the familiar tag `busybox:latest` matches `pattern` (`busybox`, `busy*`, `busybox:l*`).
+/// Whether the familiar tag `busybox:latest` (or digest reference `busybox@sha256:…`)
+/// matches `pattern` (`busybox`, `busy*`, `busybox:l*`).
 fn reference_matches(pattern: &str, tag: &str) -> bool {
-    let (name, _) = split_tag(tag);
+    let name = match tag.split_once('@') {
+        Some((name, _)) => name,
+        None => split_tag(tag).0,
+    };
     glob(pattern.as_bytes(), tag.as_bytes()) || glob(pattern.as_bytes(), name.as_bytes())
 }
 
@@ -161,14 +167,18 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
     let mut out = Vec::new();
     for image in all {
         let mut tags = image.familiar_tags();
+        let mut digests = image.repo_digests();
+        // Dangling: no reference at all. A digest reference alone (a pull by digest) keeps
+        // an image, as dockerd's containerd image store does.
         if let Some(d) = dangling
-            && d != tags.is_empty()
+            && d != image.tags.is_empty()
         {
             continue;
         }
         if let Some(patterns) = filters.get("reference") {
             tags.retain(|t| patterns.iter().any(|p| reference_matches(p, t)));
-            if tags.is_empty() {
+            digests.retain(|t| patterns.iter().any(|p| reference_matches(p, t)));
+            if tags.is_empty() && digests.is_empty() {
                 continue;
             }
         }
@@ -187,7 +197,7 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
             "Id": r.id,
             "ParentId": "",
             "RepoTags": tags,
-            "RepoDigests": [],
+            "RepoDigests": digests,
             "Created": r.created,
             "Size": r.size,
             "SharedSize": -1,
@@ -245,7 +255,7 @@ fn inspect(image: &Image) -> Value {
     json!({
         "Id": r.id,
         "RepoTags": image.familiar_tags(),
-        "RepoDigests": [],
+        "RepoDigests": image.repo_digests(),
         "Parent": "",
         "Comment": comment,
         "Created": r.config.created.clone().unwrap_or_else(|| rfc3339(r.created)),
@@ -350,9 +360,13 @@ pub(super) async fn post_action(
         None => repo.to_owned(),
     };
     let (images, name) = (state.images.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || images.tag(&name, &target))
+    let shown = berth_image::normalize(&target).map_or_else(|_| target.clone(), |t| familiar(&t).to_owned());
+    let image = tokio::task::spawn_blocking(move || images.tag(&name, &target))
         .await
         .expect("tagging does not panic")?;
+    state
+        .events
+        .publish(Event::image("tag", image.record.id.to_string(), shown, Some(&image)));
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -374,10 +388,52 @@ pub(super) async fn remove(
 ) -> Result<Json<Value>, Error> {
     let force = Query::new(raw).flag("force");
     let images = state.images.clone();
-    let removed = tokio::task::spawn_blocking(move || images.remove(&name, force))
-        .await
-        .expect("removal does not panic")?;
+    let (image, removed) = tokio::task::spawn_blocking(move || {
+        // The image as it was, for the events' labels; a concurrent change at worst makes
+        // the events name the image the removal no longer found.
+        let image = images.get(&name).ok();
+        images.remove(&name, force).map(|r| (image, r))
+    })
+    .await
+    .expect("removal does not panic")?;
+    publish_removals(&state, image.as_slice(), &removed);
     Ok(Json(Value::Array(removed_json(&removed))))
+}
+
+/// dockerd's events for what a removal did: `untag` for each tag removed and `delete` for
+/// each image deleted, both naming the image by ID (as `ImageDelete` logs them). A digest
+/// reference removed along with its tag gets no event of its own (dockerd's containerd image
+/// store has no such separate name); one removed by itself does. `before` holds the images
+/// the removal may have touched, as they were.
+fn publish_removals(state: &State, before: &[Image], removed: &[Removed]) {
+    let mut untagged: Vec<&str> = Vec::new();
+    let untags = |untagged: &mut Vec<&str>, image: &Image| {
+        let any_tag = untagged.iter().any(|r| !r.contains('@'));
+        let id = image.record.id.to_string();
+        for r in untagged.drain(..) {
+            if !any_tag || !r.contains('@') {
+                state.events.publish(Event::image("untag", &id, &id, Some(image)));
+            }
+        }
+    };
+    for r in removed {
+        match r {
+            Removed::Untagged(t) => untagged.push(t),
+            Removed::Deleted(d) => {
+                // A Deleted that is no image is a snapshot (chain ID).
+                let Some(image) = before.iter().find(|i| &i.record.id == d) else {
+                    continue;
+                };
+                untags(&mut untagged, image);
+                let id = d.to_string();
+                state.events.publish(Event::image("delete", &id, &id, Some(image)));
+            }
+        }
+    }
+    // Untagged without a deletion: the image stays, with its other references.
+    if let Some(image) = before.first() {
+        untags(&mut untagged, image);
+    }
 }
 
 /// `POST /images/prune?filters=`: dangling images, or every image with `dangling=false`
@@ -389,9 +445,14 @@ pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQue
         .get("dangling")
         .is_some_and(|v| v.iter().any(|x| x.eq_ignore_ascii_case("false") || x == "0"));
     let images = state.images.clone();
-    let (removed, reclaimed) = tokio::task::spawn_blocking(move || images.prune(dangling_only))
-        .await
-        .expect("prune does not panic")?;
+    let (before, removed, reclaimed) = tokio::task::spawn_blocking(move || {
+        let before = images.images()?;
+        images.prune(dangling_only).map(|(r, n)| (before, r, n))
+    })
+    .await
+    .expect("prune does not panic")?;
+    publish_removals(&state, &before, &removed);
+    state.events.publish(Event::image_prune(reclaimed));
     let deleted = removed_json(&removed);
     Ok(Json(json!({
         "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
@@ -446,6 +507,7 @@ pub(super) async fn create(
         (repo, "") => Some(repo.to_owned()),
         (repo, tag) => Some(format!("{repo}:{tag}")),
     };
+    let tagged = reference.as_deref().and_then(|r| berth_image::normalize(r).ok());
     let architecture = q
         .get("platform")
         .and_then(|p| p.split('/').nth(1))
@@ -484,6 +546,13 @@ pub(super) async fn create(
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     tracing::info!(image = %image.record.id, tags = ?image.tags.iter().map(|t| familiar(t)).collect::<Vec<_>>(), "image imported");
+    let id = image.record.id.to_string();
+    if let Some(tag) = &tagged {
+        state
+            .events
+            .publish(Event::image("tag", &id, familiar(tag), Some(&image)));
+    }
+    state.events.publish(Event::image("import", &id, &id, Some(&image)));
     Ok(resp)
 }
 

@@ -24,6 +24,7 @@ use tower::Layer;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::events::Events;
 use crate::host::Host;
 
 /// The newest API version served; also what `Api-Version` says.
@@ -46,6 +47,8 @@ pub(crate) struct State {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Open `/events` streams (`NEventsListener` in /info).
     pub(crate) event_listeners: AtomicUsize,
+    /// What `/events` streams.
+    pub(crate) events: Events,
     pub(crate) images: Arc<ImageStore>,
 }
 
@@ -63,6 +66,7 @@ impl State {
             host,
             shutdown,
             event_listeners: AtomicUsize::new(0),
+            events: Events::new(),
             images,
         }
     }

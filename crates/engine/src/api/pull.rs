@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use base64::Engine as _;
-use berth_image::{Credentials, DEFAULT_CERTS_DIR, Progress, RegistryOptions};
+use berth_image::{Credentials, DEFAULT_CERTS_DIR, Progress, RegistryOptions, familiar, split_tag};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::State;
 use crate::error::Error;
+use crate::events::Event;
 
 /// The reference docker means: `fromImage=NAME&tag=TAG`, where TAG may be a digest, or
 /// `fromImage` may already carry a tag or digest.
@@ -98,6 +99,12 @@ fn bar(current: u64, total: u64) -> String {
     format!("[{body}] {:>8}/{}", mb(current), mb(total))
 }
 
+/// `host/repo:tag` or `host/repo@sha256:…` → `host/repo`.
+pub(super) fn repository(reference: &str) -> &str {
+    let name = reference.split_once('@').map_or(reference, |(n, _)| n);
+    split_tag(name).0
+}
+
 pub(super) fn encode(v: &Value) -> Bytes {
     let mut s = v.to_string();
     s.push_str("\r\n");
@@ -118,6 +125,7 @@ pub(super) async fn pull(state: &Arc<State>, reference: String, headers: &Header
     // The pull runs to its end even if the client goes away: a half-done pull is wasted
     // work the next one would redo.
     let task = tokio::spawn(resolved.pull(images, ptx));
+    let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut client = Some(btx);
         while let Some(p) = prx.recv().await {
@@ -130,6 +138,11 @@ pub(super) async fn pull(state: &Arc<State>, reference: String, headers: &Header
         let last = match task.await {
             Ok(Ok(outcome)) => {
                 tracing::info!(image = %outcome.image.record.id, reference = %outcome.reference, updated = outcome.updated, "image pulled");
+                // dockerd: the reference pulled as the actor, its repository as the name.
+                let shown = familiar(&outcome.reference);
+                state
+                    .events
+                    .publish(Event::image("pull", shown, repository(shown), Some(&outcome.image)));
                 None
             }
             Ok(Err(e)) => {
@@ -193,5 +206,8 @@ mod tests {
         });
         assert_eq!(done, json!({ "status": "Digest: sha256:x" }));
         assert_eq!(bar(10, 10).matches('=').count(), 50);
+        assert_eq!(repository("127.0.0.1:5000/sl6/wn:1"), "127.0.0.1:5000/sl6/wn");
+        assert_eq!(repository(&format!("busybox@{d}")), "busybox");
+        assert_eq!(repository("127.0.0.1:5000/sl6/wn"), "127.0.0.1:5000/sl6/wn");
     }
 }

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use berth_image::Progress;
+use berth_image::{Progress, familiar};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::State;
-use super::pull::{credentials, encode, line, options};
+use super::pull::{self, credentials, encode, line, options};
 use crate::error::Error;
+use crate::events::Event;
 
 /// Runs the push; see the module documentation.
 pub(super) async fn push(
@@ -57,7 +58,9 @@ pub(super) async fn push(
     let (btx, brx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let images = state.images.clone();
     let r = reference.clone();
+    let pushed = image.clone();
     let task = tokio::spawn(async move { berth_image::push(images, image, &r, &opts, creds.as_ref(), ptx).await });
+    let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut client = Some(btx);
         let first = json!({ "status": format!("The push refers to repository [{repository}]") });
@@ -76,6 +79,10 @@ pub(super) async fn push(
         let last = match task.await {
             Ok(Ok(outcome)) => {
                 tracing::info!(reference = %reference, digest = %outcome.digest, "image pushed");
+                let shown = familiar(&reference);
+                state
+                    .events
+                    .publish(Event::image("push", shown, pull::repository(shown), Some(&pushed)));
                 json!({
                     "progressDetail": {},
                     "aux": { "Tag": outcome.tag, "Digest": outcome.digest.to_string(), "Size": outcome.size },

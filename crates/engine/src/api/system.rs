@@ -1,6 +1,6 @@
 //! `/_ping`, `/version`, `/info`, `/events`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,17 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State as StateExtractor};
+use axum::extract::{RawQuery, State as StateExtractor};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderValue, header};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
 
+use super::images::Query;
 use super::{API_VERSION, MIN_API_VERSION, State, VERSION};
 use crate::config::{Config, is_cidr};
 use crate::error::Error;
+use crate::events::{Event, Filter, nanos};
 
 type AppState = StateExtractor<Arc<State>>;
 
@@ -216,30 +217,24 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-#[derive(Deserialize)]
-pub(super) struct EventsQuery {
-    since: Option<String>,
-    until: Option<String>,
-    filters: Option<String>,
-}
-
-/// `GET /events`: a JSON-lines stream. Nothing emits events yet, so it stays open, empty,
-/// until `until` passes, the client goes away, or the daemon shuts down.
-pub(super) async fn events(StateExtractor(state): AppState, Query(q): Query<EventsQuery>) -> Result<Response, Error> {
-    // No event is emitted yet, so no filter can exclude one; but a malformed one is still
-    // the client's error, as with dockerd.
-    if let Some(f) = q.filters.as_deref().filter(|f| !f.is_empty()) {
-        if !serde_json::from_str::<Value>(f).is_ok_and(|v| v.is_object()) {
-            return Err(Error::InvalidQuery {
-                name: "filters",
-                value: f.to_owned(),
-                reason: "expected a JSON object",
-            });
-        }
-    }
-    let since = q.since.as_deref().map(|v| parse_timestamp("since", v)).transpose()?;
-    let until = q.until.as_deref().map(|v| parse_timestamp("until", v)).transpose()?;
-    if let (Some(s), Some(u), Some(raw)) = (since, until, q.until.as_deref()) {
+/// `GET /events?since=&until=&filters=`: a JSON-lines stream, as dockerd's `getEvents`.
+/// With `since` or `until`, the recorded events in that window come first; then, unless
+/// `until` has passed already, new events as they happen, until `until`, the client going
+/// away, or the daemon shutting down. Every event is checked against `filters`.
+pub(super) async fn events(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Response, Error> {
+    let q = Query::new(raw);
+    let filter = Filter::new(q.filters(&[])?)?;
+    let since = q
+        .get("since")
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_timestamp("since", v))
+        .transpose()?;
+    let until = q
+        .get("until")
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_timestamp("until", v))
+        .transpose()?;
+    if let (Some(s), Some(u), Some(raw)) = (since, until, q.get("until")) {
         if s > u {
             return Err(Error::InvalidQuery {
                 name: "until",
@@ -248,29 +243,92 @@ pub(super) async fn events(StateExtractor(state): AppState, Query(q): Query<Even
             });
         }
     }
-    let mut shutdown = state.shutdown.clone();
-    let listener = ListenerGuard::new(state);
-    let wait = async move {
-        let _listener = listener;
-        let deadline = async {
-            match until {
-                Some(u) => {
-                    let left = u.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(left).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = deadline => {}
-            () = super::stopped(&mut shutdown) => {}
-        }
+    let (history, rx) = state.events.subscribe();
+    let (since_nano, until_nano) = (since.map(nanos), until.map(nanos));
+    let past: VecDeque<Bytes> = if since.is_some() || until.is_some() {
+        history
+            .iter()
+            .filter(|e| since_nano.is_none_or(|s| e.time_nano >= s) && until_nano.is_none_or(|u| e.time_nano <= u))
+            .filter(|e| filter.matches(e))
+            .map(|e| line(e))
+            .collect()
+    } else {
+        VecDeque::new()
     };
-    let stream = futures::stream::once(wait).filter_map(|()| async { None::<Result<Bytes, Infallible>> });
-    let mut resp = Response::new(Body::from_stream(stream));
+    let now = SystemTime::now();
+    let live = match until {
+        Some(u) if u <= now => None,
+        _ => Some(Live {
+            rx,
+            deadline: until.map(|u| tokio::time::Instant::now() + u.duration_since(now).unwrap_or(Duration::ZERO)),
+            shutdown: state.shutdown.clone(),
+        }),
+    };
+    let stream = EventStream {
+        past,
+        live,
+        filter,
+        _listener: ListenerGuard::new(state),
+    };
+    let body = futures::stream::unfold(stream, |mut s| async move {
+        let next = s.next().await?;
+        Some((Ok::<_, Infallible>(next), s))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+fn line(e: &Event) -> Bytes {
+    let mut s = e.to_json().to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// One `/events` response: recorded events first, then live ones.
+struct EventStream {
+    past: VecDeque<Bytes>,
+    live: Option<Live>,
+    filter: Filter,
+    _listener: ListenerGuard,
+}
+
+struct Live {
+    rx: broadcast::Receiver<Arc<Event>>,
+    /// `until`, when given.
+    deadline: Option<tokio::time::Instant>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl EventStream {
+    /// The next line to send, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(b) = self.past.pop_front() {
+            return Some(b);
+        }
+        let live = self.live.as_mut()?;
+        loop {
+            let deadline = async {
+                match live.deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = live.rx.recv() => match r {
+                    Ok(e) if self.filter.matches(&e) => return Some(line(&e)),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "an /events client reads too slowly; events were skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = deadline => return None,
+                () = super::stopped(&mut live.shutdown) => return None,
+            }
+        }
+    }
 }
 
 /// Counts an open `/events` stream for as long as it lives.
@@ -413,6 +471,87 @@ mod tests {
             .expect("events stream ended")
             .unwrap();
         (status, body.to_bytes().to_vec())
+    }
+
+    fn published(state: &State, action: &'static str, id: &str, secs: i64) {
+        let mut e = Event::image(action, id, id, None);
+        e.time_nano = secs * 1_000_000_000;
+        state.events.publish(e);
+    }
+
+    fn actions(body: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["Action"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_replay_a_window_and_filter_it() {
+        let (state, _tx, _root) = test_state();
+        published(&state, "pull", "a:1", 100);
+        published(&state, "tag", "sha256:1", 200);
+        published(&state, "delete", "sha256:1", 300);
+        let (s, body) = events_body(state.clone(), "/events?since=150&until=1000").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(actions(&body), ["tag", "delete"]);
+        let (_, body) = events_body(state.clone(), "/events?until=250").await;
+        assert_eq!(actions(&body), ["pull", "tag"]);
+        let (_, body) = events_body(state.clone(), "/events?since=100.5&until=300.000000001").await;
+        assert_eq!(actions(&body), ["tag", "delete"]);
+        let filters = "%7B%22event%22%3A%7B%22delete%22%3Atrue%7D%7D"; // {"event":{"delete":true}}
+        let (_, body) = events_body(state.clone(), &format!("/events?since=1&until=1000&filters={filters}")).await;
+        assert_eq!(actions(&body), ["delete"]);
+        // `since` alone: the recorded ones, then the stream stays open for new ones.
+        let req = Request::builder().uri("/events?since=250").body(Body::empty()).unwrap();
+        let mut body = super::super::router(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body();
+        let mut next = async || {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("an event");
+            let data = frame.unwrap().unwrap().into_data().unwrap();
+            actions(&data)
+        };
+        assert_eq!(next().await, ["delete"]);
+        state.events.publish(Event::image("load", "sha256:3", "sha256:3", None));
+        assert_eq!(next().await, ["load"]);
+        let (s, _) = events_body(state.clone(), "/events?until=1000&filters=%7B%22bogus%22%3A%5B%5D%7D").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn events_stream_live_ones_that_match() {
+        let (state, _tx, _root) = test_state();
+        published(&state, "pull", "old:1", 100);
+        let filters = "%7B%22event%22%3A%5B%22tag%22%5D%7D"; // {"event":["tag"]}
+        let req = Request::builder()
+            .uri(format!("/events?filters={filters}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = super::super::router(state.clone()).oneshot(req).await.unwrap();
+        let mut body = resp.into_body();
+        state.events.publish(Event::image("untag", "x", "x", None));
+        state.events.publish(Event::image("tag", "sha256:2", "b:1", None));
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("a live event")
+            .unwrap()
+            .unwrap();
+        let line = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (v["Action"].as_str(), v["Actor"]["Attributes"]["name"].as_str()),
+            (Some("tag"), Some("b:1"))
+        );
     }
 
     #[tokio::test]

@@ -93,6 +93,13 @@ impl RegistryClient {
                 }
             }
         }
+        if last.contains("certificate") {
+            // Say what to do: the usual cause is a site CA that is not trusted yet.
+            last.push_str(&format!(
+                "; to trust the registry's CA, put it in {}, or list the registry with --insecure-registry",
+                opts.certs_dir.join(host).join("ca.crt").display()
+            ));
+        }
         Err(unreachable(last))
     }
 

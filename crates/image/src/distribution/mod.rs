@@ -442,14 +442,26 @@ impl Resolved {
                 ),
             });
         }
-        let tag = self.tag.as_ref().map(|_| reference.clone());
+        // The image gets the name pulled (a tag, or the digest reference) in the commit,
+        // and, pulled by tag, the digest reference too, as dockerd records `RepoDigests`.
+        let tag = Some(reference.clone());
+        let digest_ref = format!("{}@{}", self.name, self.digest);
 
         // Already here under this name (or, pulled by digest, at all): nothing to fetch.
-        let here = match &tag {
-            Some(tag) => store.get(tag).ok(),
+        let here = match &self.tag {
+            Some(_) => store.get(&reference).ok(),
             None => store.get(&config_desc.digest.to_string()).ok(),
         };
         if let Some(existing) = here.filter(|i| i.record.id == config_desc.digest) {
+            let existing = if existing.tags.contains(&reference) && existing.tags.contains(&digest_ref) {
+                existing
+            } else {
+                let refs = [reference.clone(), digest_ref];
+                let (store, id) = (Arc::clone(&store), existing.record.id.clone());
+                tokio::task::spawn_blocking(move || store.add_references(&id, &refs))
+                    .await
+                    .expect("recording references does not panic")?
+            };
             return Ok(self.finish(existing, reference, false, &progress));
         }
 
@@ -509,6 +521,14 @@ impl Resolved {
         let image = match &self.alias {
             Some(alias) => store.tag(&image.record.id.to_string(), alias)?,
             None => image,
+        };
+        let image = if image.tags.contains(&digest_ref) {
+            image
+        } else {
+            let (store, id) = (Arc::clone(&store), image.record.id.clone());
+            tokio::task::spawn_blocking(move || store.add_references(&id, &[digest_ref]))
+                .await
+                .expect("recording references does not panic")?
         };
         // Only now may a later pull of these layers start its own fetch.
         drop(fetched);

@@ -44,6 +44,7 @@ pub struct ImageBuilder {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     cmd: Vec<String>,
+    architecture: Option<String>,
 }
 
 impl Default for ImageBuilder {
@@ -63,6 +64,7 @@ impl ImageBuilder {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             cmd: vec!["sh".to_owned()],
+            architecture: None,
         }
     }
 
@@ -102,6 +104,14 @@ impl ImageBuilder {
         S: Into<String>,
     {
         self.cmd = cmd.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the config's `architecture` (Go's name: amd64, arm64, s390x) instead of the
+    /// host's, to make the other platforms of a multi-platform index. The layers stay the
+    /// host's busybox: such an image is for resolving, not for running.
+    pub fn architecture(mut self, arch: impl Into<String>) -> Self {
+        self.architecture = Some(arch.into());
         self
     }
 
@@ -186,7 +196,7 @@ impl ImageBuilder {
         }
         let config = json!({
             "created": CREATED,
-            "architecture": go_arch(),
+            "architecture": self.architecture.as_deref().unwrap_or(go_arch()),
             "os": "linux",
             "config": container_config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
@@ -315,7 +325,7 @@ fn fixed_layers(compressed: bool) -> Result<&'static [layers::Encoded<Vec<u8>>]>
 }
 
 /// The host architecture in Go's naming, as image configs and platforms use it.
-fn go_arch() -> &'static str {
+pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "386",
