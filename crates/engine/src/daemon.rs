@@ -97,6 +97,8 @@ impl Daemon {
             self.images.clone(),
         );
         let app = router(Arc::new(state));
+        let trimmer = tokio::spawn(return_freed_memory());
+        let _trimmer = AbortOnDrop(trimmer);
         tracing::info!(
             socket = %self.socket_path().display(),
             data_root = %self.config.data_root.display(),
@@ -317,6 +319,32 @@ fn bind_socket(path: &Path) -> Result<(UnixListener, RemoveOnDrop)> {
         Err(e) => tracing::warn!(error = %e, "failed to look up group berth"),
     }
     Ok((listener, guard))
+}
+
+/// Pulls, imports and loads pass through megabyte buffers; once freed, glibc keeps those
+/// pages in its arenas. An idle daemon should not hold them: every few seconds, if more than
+/// a few megabytes lie free, they go back to the system.
+async fn return_freed_memory() {
+    const FREE_BEFORE_TRIM: usize = 4 << 20;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // SAFETY: mallinfo2 and malloc_trim only read and adjust the allocator's own state.
+        unsafe {
+            if nix::libc::mallinfo2().fordblks > FREE_BEFORE_TRIM {
+                nix::libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
