@@ -322,19 +322,22 @@ fn bind_socket(path: &Path) -> Result<(UnixListener, RemoveOnDrop)> {
 }
 
 /// Pulls, imports and loads pass through megabyte buffers; once freed, glibc keeps those
-/// pages in its arenas. An idle daemon should not hold them: every few seconds, if more than
-/// a few megabytes lie free, they go back to the system.
+/// pages in its arenas. An idle daemon should not hold them: every second, if more than
+/// a megabyte lies free, it goes back to the system.
 async fn return_freed_memory() {
-    const FREE_BEFORE_TRIM: usize = 4 << 20;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+    const FREE_BEFORE_TRIM: usize = 1 << 20;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed_at = (0, 0);
     loop {
         tick.tick().await;
         // SAFETY: mallinfo2 and malloc_trim only read and adjust the allocator's own state.
-        unsafe {
-            if nix::libc::mallinfo2().fordblks > FREE_BEFORE_TRIM {
-                nix::libc::malloc_trim(0);
-            }
+        let info = unsafe { nix::libc::mallinfo2() };
+        // Trimmed pages still count as free; trim again only after the heap has changed.
+        let now = (info.fordblks, info.uordblks);
+        if info.fordblks > FREE_BEFORE_TRIM && now != trimmed_at {
+            unsafe { nix::libc::malloc_trim(0) };
+            trimmed_at = now;
         }
     }
 }

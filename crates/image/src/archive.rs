@@ -188,20 +188,14 @@ impl ImageStore {
             let file = archive.open(&src.path)?;
             let mut raw = Hashing::new(file);
             let (compressed, diff_id, diff_size) = {
-                let mut buf = BufReader::with_capacity(
-                    1 << 20,
-                    Tee {
-                        inner: &mut raw,
-                        out: &mut writer,
-                    },
-                );
+                let mut buf = Tee::new(BufReader::with_capacity(1 << 20, &mut raw), &mut writer);
                 let head = buf.fill_buf().map_err(|source| Error::Read { source })?;
                 if head.starts_with(ZSTD_MAGIC) {
                     return Err(invalid(&src.path, "zstd-compressed layers cannot be loaded yet"));
                 }
                 let compressed = head.starts_with(GZIP_MAGIC);
                 let tar: Box<dyn Read + '_> = if compressed {
-                    Box::new(flate2::read::MultiGzDecoder::new(buf))
+                    Box::new(flate2::bufread::MultiGzDecoder::new(buf))
                 } else {
                     Box::new(buf)
                 };

@@ -3,7 +3,7 @@
 //! than one per network frame.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -131,6 +131,31 @@ impl Read for BatchReader {
     }
 }
 
+/// Hands out the arrived chunks in place, so a decoder above reads them without a copy.
+impl BufRead for BatchReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.cur.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            match self.rx.blocking_recv() {
+                None => return Ok(&[]),
+                Some(batch) => self.take(batch),
+            }
+        }
+        Ok(self.cur.front().map_or(&[], |b| b.as_ref()))
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Some(front) = self.cur.front_mut() {
+            let _ = front.split_to(amt.min(front.len()));
+            if front.is_empty() {
+                self.cur.pop_front();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +178,32 @@ mod tests {
         let (all, err) = reader.await.unwrap();
         assert!(all == expected, "bytes differ");
         assert_eq!(err, "peer went away");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffered_reads_see_the_same_bytes() {
+        let (mut tx, mut rx) = batch_channel();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            loop {
+                let buf = rx.fill_buf().unwrap();
+                if buf.is_empty() {
+                    break;
+                }
+                let take = buf.len().min(1000);
+                all.extend_from_slice(&buf[..take]);
+                rx.consume(take);
+            }
+            all
+        });
+        let mut expected = Vec::new();
+        for i in 0..500u32 {
+            let chunk = vec![i as u8; 3001];
+            expected.extend_from_slice(&chunk);
+            tx.send(Bytes::from(chunk)).await;
+        }
+        tx.finish().await;
+        assert!(reader.await.unwrap() == expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -253,7 +253,7 @@ impl ImageStore {
     /// Imports a root filesystem tarball (plain or gzip, told apart by its first bytes) as a
     /// one-layer image: the tarball is stored as the layer blob and unpacked into a snapshot
     /// in one pass. Nothing becomes visible unless all of it succeeds.
-    pub fn import<R: Read>(&self, src: R, opts: &ImportOptions) -> Result<Image, Error> {
+    pub fn import<R: BufRead>(&self, src: R, opts: &ImportOptions) -> Result<Image, Error> {
         // Refuse bad arguments before reading a byte.
         let tag = opts.reference.as_deref().map(normalize).transpose()?;
         let mut container = ContainerConfig::default();
@@ -269,7 +269,7 @@ impl ImageStore {
         result
     }
 
-    fn import_into<R: Read>(
+    fn import_into<R: BufRead>(
         &self,
         src: R,
         opts: &ImportOptions,
@@ -281,13 +281,13 @@ impl ImageStore {
         // bytes rebuild it exactly when a push or save needs it (see `recipe`).
         let started = std::time::Instant::now();
         let (diff_id, diff_size, recipe) = {
-            let mut src = BufReader::with_capacity(1 << 20, src);
-            let head = src.fill_buf().map_err(|source| Error::Read { source })?;
+            let (head, src) = sniff(src, 2).map_err(|source| Error::Read { source })?;
             if head.is_empty() {
                 return Err(Error::EmptyImport);
             }
+            // The decoder reads the arriving chunks in place.
             let tar: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::MultiGzDecoder::new(src))
+                Box::new(flate2::bufread::MultiGzDecoder::new(src))
             } else {
                 Box::new(src)
             };
@@ -831,18 +831,78 @@ fn make_writable(path: &Path) {
     }
 }
 
-/// Copies every byte read from `inner` into `out` (the layer blob). Also used by `archive`.
+/// Copies every byte read from `inner` into `out` (the layer blob), as a buffered reader:
+/// a decoder above reads `inner`'s own buffer, and the bytes it consumes are written.
+/// A failed write is returned by the next read.
 pub(crate) struct Tee<'a, R, W> {
-    pub(crate) inner: R,
-    pub(crate) out: &'a mut W,
+    inner: R,
+    out: &'a mut W,
+    failed: Option<io::Error>,
 }
 
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+impl<'a, R: BufRead, W: Write> Tee<'a, R, W> {
+    pub(crate) fn new(inner: R, out: &'a mut W) -> Self {
+        Tee {
+            inner,
+            out,
+            failed: None,
+        }
+    }
+}
+
+impl<R: BufRead, W: Write> BufRead for Tee<'_, R, W> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if amt == 0 {
+            return;
+        }
+        let written = match self.inner.fill_buf() {
+            Ok(buf) => self.out.write_all(&buf[..amt.min(buf.len())]),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.failed = Some(e);
+        }
+        self.inner.consume(amt);
+    }
+}
+
+impl<R: BufRead, W: Write> Read for Tee<'_, R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         Ok(n)
     }
+}
+
+/// A reader given back by [`sniff`]: the bytes it read, then the rest.
+pub(crate) type Sniffed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// Reads the first `n` bytes of `src` (fewer at its end) to tell formats apart, and gives
+/// back a reader that still starts with them.
+pub(crate) fn sniff<R: BufRead>(mut src: R, n: usize) -> io::Result<(Vec<u8>, Sniffed<R>)> {
+    let mut head = Vec::with_capacity(n);
+    while head.len() < n {
+        let buf = src.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let k = buf.len().min(n - head.len());
+        head.extend_from_slice(&buf[..k]);
+        src.consume(k);
+    }
+    Ok((head.clone(), io::Cursor::new(head).chain(src)))
 }
 
 /// Hashes and counts what passes through (the diff ID of the uncompressed stream).

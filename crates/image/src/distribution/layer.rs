@@ -4,7 +4,7 @@
 //! same layer share one download (the in-flight map).
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -20,7 +20,7 @@ use crate::chan::batch_channel;
 use crate::content::{ContentStore, ContentWriter};
 use crate::error::{Error, io as io_err};
 use crate::extract::{ExtractOptions, Whiteouts, extract};
-use crate::store::{Hashing, ImageStore, Layer, Tee, remove_tree};
+use crate::store::{Hashing, ImageStore, Layer, Tee, remove_tree, sniff};
 
 /// At most this often a `Downloading` line per layer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -179,7 +179,7 @@ async fn download(
 
 /// Runs on a blocking thread: blob to the content store, tar (after decompression) to the
 /// diff ID and into a fresh `.tmp-` snapshot directory.
-fn unpack<R: Read>(store: Arc<ImageStore>, src: R, digest: Digest, media_type: String) -> Result<Unpacked, Error> {
+fn unpack<R: BufRead>(store: Arc<ImageStore>, src: R, digest: Digest, media_type: String) -> Result<Unpacked, Error> {
     let dir = store.snapshots.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&dir).map_err(io_err("create directory", &dir))?;
     // From here on the guard removes the directory on any failure.
@@ -195,21 +195,18 @@ fn unpack<R: Read>(store: Arc<ImageStore>, src: R, digest: Digest, media_type: S
         blob_of: None,
     };
     let mut writer = store.content.writer()?;
-    let mut src = BufReader::with_capacity(1 << 20, src);
-    let head = src.fill_buf().map_err(|source| Error::Read { source })?;
+    let (head, src) = sniff(src, 4).map_err(|source| Error::Read { source })?;
     let (gzip, zstd) = (
         head.starts_with(&[0x1f, 0x8b]),
         head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
     );
-    let mut tee = Tee {
-        inner: src,
-        out: &mut writer,
-    };
+    // The decoders read the downloaded chunks in place; what they consume goes to the blob.
+    let mut tee = Tee::new(src, &mut writer);
     let unpacked = (|| {
         let tar: Box<dyn Read + '_> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(&mut tee))
+            Box::new(flate2::bufread::MultiGzDecoder::new(&mut tee))
         } else if zstd {
-            Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(|source| Error::Read { source })?)
+            Box::new(zstd::stream::read::Decoder::with_buffer(&mut tee).map_err(|source| Error::Read { source })?)
         } else {
             Box::new(&mut tee)
         };
