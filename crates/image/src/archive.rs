@@ -190,14 +190,19 @@ impl ImageStore {
             let (compressed, diff_id, diff_size) = {
                 let mut buf = Tee::new(BufReader::with_capacity(1 << 20, &mut raw), &mut writer);
                 let head = buf.fill_buf().map_err(|source| Error::Read { source })?;
-                if head.starts_with(ZSTD_MAGIC) {
-                    return Err(invalid(&src.path, "zstd-compressed layers cannot be loaded yet"));
-                }
-                let compressed = head.starts_with(GZIP_MAGIC);
-                let tar: Box<dyn Read + '_> = if compressed {
-                    Box::new(flate2::bufread::MultiGzDecoder::new(buf))
+                let compressed = if head.starts_with(GZIP_MAGIC) {
+                    Some(media_types::OCI_LAYER_GZIP)
+                } else if head.starts_with(ZSTD_MAGIC) {
+                    Some(media_types::OCI_LAYER_ZSTD)
                 } else {
-                    Box::new(buf)
+                    None
+                };
+                let tar: Box<dyn Read + '_> = match compressed {
+                    Some(media_types::OCI_LAYER_GZIP) => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+                    Some(_) => Box::new(
+                        zstd::stream::read::Decoder::with_buffer(buf).map_err(|source| Error::Read { source })?,
+                    ),
+                    None => Box::new(buf),
                 };
                 let mut tar = Hashing::new(tar);
                 let opts = ExtractOptions {
@@ -213,14 +218,10 @@ impl ImageStore {
             let (digest, size) = raw.finish();
             check(src.digest.as_ref(), &digest)?;
             check(Some(want_diff), &diff_id)?;
-            let media_type = src.media_type.clone().unwrap_or_else(|| {
-                if compressed {
-                    media_types::OCI_LAYER_GZIP
-                } else {
-                    media_types::OCI_LAYER_TAR
-                }
-                .to_owned()
-            });
+            let media_type = src
+                .media_type
+                .clone()
+                .unwrap_or_else(|| compressed.unwrap_or(media_types::OCI_LAYER_TAR).to_owned());
             layers.push(Layer {
                 digest,
                 media_type,
@@ -358,14 +359,10 @@ impl Export {
         })?;
         let mut src = BufReader::with_capacity(1 << 20, file);
         let head = src.fill_buf().map_err(io("read", &path))?;
-        if head.starts_with(ZSTD_MAGIC) {
-            return Err(invalid(
-                &layer.digest.to_string(),
-                "zstd-compressed layers cannot be saved yet",
-            ));
-        }
         let plain: Box<dyn Read> = if head.starts_with(GZIP_MAGIC) {
-            Box::new(flate2::read::MultiGzDecoder::new(src))
+            Box::new(flate2::bufread::MultiGzDecoder::new(src))
+        } else if head.starts_with(ZSTD_MAGIC) {
+            Box::new(zstd::stream::read::Decoder::with_buffer(src).map_err(io("read", &path))?)
         } else {
             Box::new(src)
         };
@@ -1033,5 +1030,55 @@ mod tests {
         let image = store.get("example.org/site/busybox:v1").unwrap();
         assert_eq!(image.record.manifest.as_ref(), Some(&info.manifest_digest));
         assert_eq!(image.record.layers.len(), info.layers.len());
+    }
+
+    #[test]
+    fn zstd_layers_load_and_save_uncompressed() {
+        let layer = rootfs(&[("z.txt", b"zstd layer")]);
+        let zst = zstd::encode_all(layer.as_slice(), 3).unwrap();
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [Digest::sha256(&layer)] },
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": { "mediaType": media_types::OCI_CONFIG, "digest": Digest::sha256(&config), "size": config.len() },
+            "layers": [{ "mediaType": media_types::OCI_LAYER_ZSTD, "digest": Digest::sha256(&zst), "size": zst.len() }],
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": media_types::OCI_MANIFEST, "digest": Digest::sha256(&manifest), "size": manifest.len(),
+                "annotations": { CONTAINERD_NAME: "docker.io/library/z:1" },
+            }],
+        }))
+        .unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, bytes) in [
+            ("oci-layout".to_owned(), OCI_LAYOUT.to_vec()),
+            ("index.json".to_owned(), index),
+            (blob_path(&Digest::sha256(&config)), config.clone()),
+            (blob_path(&Digest::sha256(&manifest)), manifest),
+            (blob_path(&Digest::sha256(&zst)), zst.clone()),
+        ] {
+            let mut h = file_header(bytes.len() as u64);
+            b.append_data(&mut h, name, bytes.as_slice()).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let loaded = store.load(b.into_inner().unwrap().as_slice()).unwrap();
+        assert_eq!(loaded[0].id, Digest::sha256(&config));
+        let image = store.get("z:1").unwrap();
+        assert_eq!(image.record.layers[0].media_type, media_types::OCI_LAYER_ZSTD);
+        assert_eq!(store.content.read(&image.record.layers[0].digest).unwrap(), zst);
+
+        let files = entries(&save(&store, &["z:1"]));
+        assert!(
+            files[&blob_path(&Digest::sha256(&layer))] == layer,
+            "saved uncompressed"
+        );
     }
 }
