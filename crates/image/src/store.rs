@@ -291,7 +291,7 @@ impl ImageStore {
             } else {
                 Box::new(src)
             };
-            let mut tar = Hashing::new(tar);
+            let mut tar = HashingAhead::new(tar).map_err(|source| Error::Read { source })?;
             let extract_opts = ExtractOptions {
                 whiteouts: Whiteouts::Overlay,
                 allow_devices: opts.allow_devices,
@@ -931,6 +931,81 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(buf)?;
         self.digester.update(&buf[..n]);
         self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// [`Hashing`] with the hashing on a thread of its own, so it overlaps the writes of the
+/// thread that reads (an import's one stream is otherwise hashed and unpacked in turn).
+/// Costs one copy of every byte.
+pub(crate) struct HashingAhead<R> {
+    inner: R,
+    pending: Vec<u8>,
+    size: u64,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers the hashing thread is done with, to fill again.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Digest>>,
+}
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
+
+impl<R: Read> HashingAhead<R> {
+    pub(crate) fn new(inner: R) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (spare_tx, spare) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("berth-hash".to_owned())
+            .spawn(move || {
+                let mut digester = Digester::new(Algorithm::Sha256);
+                for mut buf in rx {
+                    digester.update(&buf);
+                    buf.clear();
+                    let _ = spare_tx.send(buf);
+                }
+                digester.finish()
+            })?;
+        Ok(HashingAhead {
+            inner,
+            pending: Vec::with_capacity(2 * HASH_BATCH),
+            size: 0,
+            tx: Some(tx),
+            spare,
+            worker: Some(worker),
+        })
+    }
+
+    fn ship(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(2 * HASH_BATCH));
+        let full = std::mem::replace(&mut self.pending, next);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(full);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> (Digest, u64) {
+        self.ship();
+        drop(self.tx.take());
+        let worker = self.worker.take().expect("finished once");
+        (worker.join().expect("hashing does not panic"), self.size)
+    }
+}
+
+impl<R: Read> Read for HashingAhead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pending.extend_from_slice(&buf[..n]);
+        self.size += n as u64;
+        if self.pending.len() >= HASH_BATCH {
+            self.ship();
+        }
         Ok(n)
     }
 }
