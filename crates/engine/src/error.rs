@@ -65,8 +65,6 @@ pub enum Error {
     NotBuilt { what: String },
     #[error("{0}")]
     Image(#[from] berth_image::Error),
-    #[error("{0}")]
-    Pull(#[from] berth_image::PullError),
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,26 +100,11 @@ impl Error {
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
             Error::NoSuchContainer { .. } => ErrorKind::NotFound,
-            Error::Pull(e) => match e {
-                berth_image::PullError::InvalidReference { .. } | berth_image::PullError::Blocked { .. } => {
-                    ErrorKind::InvalidArgument
-                }
-                // Not 401: on a 401 the docker CLI prompts for a login and retries. dockerd
-                // answers a refused pull as not found ("pull access denied") too.
-                berth_image::PullError::Unauthorized { .. }
-                | berth_image::PullError::ManifestNotFound { .. }
-                | berth_image::PullError::NoPlatform { .. } => ErrorKind::NotFound,
-                berth_image::PullError::Store { source } => match source.kind() {
-                    berth_image::ErrorKind::Internal => ErrorKind::Internal,
-                    _ => ErrorKind::InvalidArgument,
-                },
-                // The registry's fault, not the daemon's: the client sees the message.
-                _ => ErrorKind::Unavailable,
-            },
             Error::Image(e) => match e.kind() {
                 berth_image::ErrorKind::NotFound => ErrorKind::NotFound,
                 berth_image::ErrorKind::Conflict => ErrorKind::Conflict,
                 berth_image::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                berth_image::ErrorKind::Unavailable => ErrorKind::Unavailable,
                 berth_image::ErrorKind::Internal => ErrorKind::Internal,
             },
         }

@@ -48,6 +48,62 @@ pub enum Error {
     EmptyImport,
     #[error("invalid image archive: {entry}: {reason}")]
     InvalidArchive { entry: String, reason: String },
+
+    // Talking to registries (pull, push, login, search).
+    #[error("registry {host} is blocked (--block-registry); refusing to pull {reference}")]
+    Blocked { host: String, reference: String },
+    #[error("failed to reach registry {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("unauthorized: {message} (registry {host})")]
+    Unauthorized { host: String, message: String },
+    #[error("manifest for {reference} not found: {message}")]
+    ManifestNotFound { reference: String, message: String },
+    #[error("registry {host} answered {status} for {what}: {message}")]
+    Registry {
+        host: String,
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("invalid manifest for {reference}: {source}")]
+    InvalidManifest {
+        reference: String,
+        source: berth_oci::Error,
+    },
+    #[error("{reference} has no manifest for linux/{arch}")]
+    NoPlatform { reference: String, arch: String },
+    #[error("digest mismatch for {what} of {reference}: expected {expected}, computed {computed}")]
+    RegistryDigestMismatch {
+        reference: String,
+        what: &'static str,
+        expected: Digest,
+        computed: Digest,
+    },
+    #[error("image config {digest}: {reason}")]
+    InvalidConfig { digest: Digest, reason: String },
+    #[error("layer {digest}: its uncompressed content is {computed}, but the image config says {expected}")]
+    DiffIdMismatch {
+        digest: Digest,
+        expected: Digest,
+        computed: Digest,
+    },
+    #[error("layer {digest}: {source}")]
+    Layer { digest: Digest, source: Box<Error> },
+    #[error("reading layer {digest} from {host} failed: {reason}")]
+    Download {
+        digest: Digest,
+        host: String,
+        reason: String,
+    },
+    /// dockerd's words for a search the registry refused.
+    #[error("Unexpected status code {status}")]
+    SearchStatus { status: u16 },
+    #[error(
+        "searching Docker Hub is not possible: Berth has no route to docker.io; name a registry, as in `docker search myregistry:5000/{term}`"
+    )]
+    NoDockerHub { term: String },
+    #[error("error decoding registry search results from {host}: {reason}")]
+    SearchDecode { host: String, reason: String },
 }
 
 impl Error {
@@ -67,8 +123,26 @@ impl Error {
             | Error::AmbiguousId { .. }
             | Error::InvalidChange { .. }
             | Error::EmptyImport
-            | Error::InvalidArchive { .. } => ErrorKind::InvalidArgument,
+            | Error::InvalidArchive { .. }
+            | Error::Blocked { .. } => ErrorKind::InvalidArgument,
             Error::Io { .. } | Error::Db { .. } | Error::CorruptRecord { .. } => ErrorKind::Internal,
+            // Not "unauthorized": dockerd answers a refused pull as not found ("pull access
+            // denied"), and on a 401 the docker CLI would prompt for a login and retry.
+            Error::Unauthorized { .. } | Error::ManifestNotFound { .. } | Error::NoPlatform { .. } => {
+                ErrorKind::NotFound
+            }
+            // The registry's fault, not the daemon's.
+            Error::Unreachable { .. }
+            | Error::Registry { .. }
+            | Error::InvalidManifest { .. }
+            | Error::RegistryDigestMismatch { .. }
+            | Error::InvalidConfig { .. }
+            | Error::DiffIdMismatch { .. }
+            | Error::Layer { .. }
+            | Error::Download { .. }
+            | Error::SearchStatus { .. }
+            | Error::SearchDecode { .. }
+            | Error::NoDockerHub { .. } => ErrorKind::Unavailable,
         }
     }
 }
@@ -79,6 +153,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     InvalidArgument,
+    /// A registry failed or sent something wrong.
+    Unavailable,
     Internal,
 }
 

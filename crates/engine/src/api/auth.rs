@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State as StateExtractor;
 use axum::response::{IntoResponse, Response};
-use berth_image::{Credentials, PullError};
+use berth_image::Credentials;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -37,7 +37,7 @@ pub(super) async fn auth(StateExtractor(state): StateExtractor<Arc<State>>, body
             tracing::info!(registry = %server, user = %creds.username, "login succeeded");
             Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })).into_response()
         }
-        Err(PullError::Unauthorized { host, message }) => {
+        Err(berth_image::Error::Unauthorized { host, message }) => {
             tracing::info!(registry = %server, user = %creds.username, "login refused");
             (
                 StatusCode::UNAUTHORIZED,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{RawQuery, State as StateExtractor};
 use axum::response::{IntoResponse, Response};
-use berth_image::{SearchError, SearchResult};
+use berth_image::SearchResult;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
@@ -102,11 +102,7 @@ pub(super) async fn search(
             Ok(r) => Json(r).into_response(),
             Err(m) => message(StatusCode::BAD_REQUEST, m),
         },
-        Err(e @ SearchError::Status { .. }) | Err(e @ SearchError::Decode { .. }) => {
-            message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-        Err(e @ SearchError::DockerHub { .. }) => message(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(SearchError::Pull(e)) => Error::from(e).into_response(),
+        Err(e) => Error::from(e).into_response(),
     }
 }
 

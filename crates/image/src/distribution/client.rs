@@ -9,7 +9,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 
-use super::{Credentials, PullError, RegistryOptions};
+use super::{Credentials, Error, RegistryOptions};
 
 /// How long connecting (and the TLS handshake) may take; a blob download has no overall limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,7 +35,7 @@ impl RegistryClient {
         repo: &str,
         opts: &RegistryOptions,
         creds: Option<&Credentials>,
-    ) -> Result<RegistryClient, PullError> {
+    ) -> Result<RegistryClient, Error> {
         Self::connect_for(host, base_url, repo, "pull", opts, creds).await
     }
 
@@ -48,9 +48,9 @@ impl RegistryClient {
         actions: &str,
         opts: &RegistryOptions,
         creds: Option<&Credentials>,
-    ) -> Result<RegistryClient, PullError> {
+    ) -> Result<RegistryClient, Error> {
         let insecure = opts.is_insecure(host);
-        let unreachable = |reason: String| PullError::Unreachable {
+        let unreachable = |reason: String| Error::Unreachable {
             host: host.to_owned(),
             reason,
         };
@@ -110,7 +110,7 @@ impl RegistryClient {
         repo: &str,
         actions: &str,
         creds: Option<&Credentials>,
-    ) -> Result<Option<HeaderValue>, PullError> {
+    ) -> Result<Option<HeaderValue>, Error> {
         let basic = creds.map(|c| {
             let raw = format!("{}:{}", c.username, c.password);
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
@@ -141,20 +141,20 @@ impl RegistryClient {
         if let Some(b) = &basic {
             req = req.header(AUTHORIZATION, b);
         }
-        let resp = req.send().await.map_err(|e| PullError::Unreachable {
+        let resp = req.send().await.map_err(|e| Error::Unreachable {
             host: realm.clone(),
             reason: error_chain(&e),
         })?;
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(PullError::Unauthorized {
+            return Err(Error::Unauthorized {
                 host: self.host.clone(),
                 message: registry_message(&body).unwrap_or_else(|| "incorrect username or password".to_owned()),
             });
         }
         if !status.is_success() {
-            return Err(PullError::Registry {
+            return Err(Error::Registry {
                 host: self.host.clone(),
                 what: format!("a token from {realm}"),
                 status: status.as_u16(),
@@ -185,17 +185,17 @@ impl RegistryClient {
         req
     }
 
-    /// Sends `req`, turning a transport failure into [`PullError::Unreachable`].
-    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, PullError> {
-        req.send().await.map_err(|e| PullError::Unreachable {
+    /// Sends `req`, turning a transport failure into [`Error::Unreachable`].
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        req.send().await.map_err(|e| Error::Unreachable {
             host: self.host.clone(),
             reason: error_chain(&e),
         })
     }
 
-    /// GETs `/v2/<path>`; a 401 becomes [`PullError::Unauthorized`], other failures stay
+    /// GETs `/v2/<path>`; a 401 becomes [`Error::Unauthorized`], other failures stay
     /// with the response for the caller to classify.
-    pub(crate) async fn get(&self, path: &str, accept: &[&str]) -> Result<reqwest::Response, PullError> {
+    pub(crate) async fn get(&self, path: &str, accept: &[&str]) -> Result<reqwest::Response, Error> {
         let mut req = self.http.get(format!("{}/v2/{path}", self.base));
         if !accept.is_empty() {
             req = req.header(ACCEPT, accept.join(", "));
@@ -203,7 +203,7 @@ impl RegistryClient {
         if let Some(a) = &self.authorization {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let resp = req.send().await.map_err(|e| PullError::Unreachable {
+        let resp = req.send().await.map_err(|e| Error::Unreachable {
             host: self.host.clone(),
             reason: error_chain(&e),
         })?;
@@ -215,7 +215,7 @@ impl RegistryClient {
             } else {
                 message
             };
-            return Err(PullError::Unauthorized {
+            return Err(Error::Unauthorized {
                 host: self.host.clone(),
                 message,
             });

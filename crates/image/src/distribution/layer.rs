@@ -14,8 +14,8 @@ use berth_oci::{Descriptor, Digest};
 use futures::StreamExt;
 use tokio::sync::{OnceCell, mpsc};
 
+use super::Progress;
 use super::client::{RegistryClient, error_chain};
-use super::{Progress, PullError};
 use crate::chan::batch_channel;
 use crate::content::{ContentStore, ContentWriter};
 use crate::error::{Error, io as io_err};
@@ -86,7 +86,7 @@ pub(crate) async fn fetch(
     repo: &str,
     desc: &Descriptor,
     progress: &mpsc::UnboundedSender<Progress>,
-) -> Result<Fetched, PullError> {
+) -> Result<Fetched, Error> {
     let (slot, shared) = slot(store, &desc.digest);
     if shared && !slot.initialized() {
         // Another pull is fetching this layer; say so rather than sit silent.
@@ -105,13 +105,13 @@ async fn download(
     repo: &str,
     desc: &Descriptor,
     progress: &mpsc::UnboundedSender<Progress>,
-) -> Result<Arc<Unpacked>, PullError> {
+) -> Result<Arc<Unpacked>, Error> {
     let digest = &desc.digest;
     let resp = client.get(&format!("{repo}/blobs/{digest}"), &[]).await?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
-        return Err(PullError::Registry {
+        return Err(Error::Registry {
             host: client.host.clone(),
             what: format!("layer {digest}"),
             status,
@@ -136,7 +136,7 @@ async fn download(
                 // The unpacking thread sees a failed read and stops; its directory goes.
                 tx.fail(io::Error::other(error_chain(&e))).await;
                 let _ = task.await;
-                return Err(PullError::Download {
+                return Err(Error::Download {
                     digest: digest.clone(),
                     host: client.host.clone(),
                     reason: error_chain(&e),
@@ -158,7 +158,7 @@ async fn download(
     let unpacked = match task.await.expect("unpacking does not panic") {
         Ok(u) => u,
         Err(Error::DigestMismatch { expected, computed }) if &expected == digest => {
-            return Err(PullError::DigestMismatch {
+            return Err(Error::RegistryDigestMismatch {
                 reference: repo.to_owned(),
                 what: "layer",
                 expected,
@@ -166,9 +166,9 @@ async fn download(
             });
         }
         Err(source) => {
-            return Err(PullError::Layer {
+            return Err(Error::Layer {
                 digest: digest.clone(),
-                source,
+                source: Box::new(source),
             });
         }
     };

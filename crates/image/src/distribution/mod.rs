@@ -13,7 +13,6 @@
 //! and commits the image and its tag in one transaction, reporting [`Progress`] on the way.
 
 mod client;
-mod error;
 pub(crate) mod layer;
 mod push;
 
@@ -26,10 +25,10 @@ use tokio::sync::mpsc;
 
 use crate::config::ImageConfig;
 use crate::content::ContentStore;
+use crate::error::Error;
 use crate::store::{Image, ImageStore, chain_ids};
 use client::{RegistryClient, is_loopback, registry_message};
-pub use error::PullError;
-pub use push::{PushOutcome, SearchError, SearchResult, login, push, push_repository_name, search, split_search_term};
+pub use push::{PushOutcome, SearchResult, login, push, push_repository_name, search, split_search_term};
 
 /// Layers downloaded at once per pull (dockerd's default is 3 too).
 pub const PARALLEL_LAYERS: usize = 3;
@@ -189,11 +188,7 @@ struct Candidate {
 }
 
 /// Resolves `reference` (`name[:tag]` or `name@digest`) to a manifest; see the module docs.
-pub async fn resolve(
-    reference: &str,
-    opts: &RegistryOptions,
-    creds: Option<&Credentials>,
-) -> Result<Resolved, PullError> {
+pub async fn resolve(reference: &str, opts: &RegistryOptions, creds: Option<&Credentials>) -> Result<Resolved, Error> {
     let r: Reference = reference.parse()?;
     let path = r.repository.as_str().to_owned();
     let tag = match (&r.tag, &r.digest) {
@@ -221,7 +216,7 @@ pub async fn resolve(
     };
     let allowed: Vec<&String> = hosts.iter().filter(|h| !opts.is_blocked(h)).collect();
     if allowed.is_empty() {
-        return Err(PullError::Blocked {
+        return Err(Error::Blocked {
             host: hosts.join(", "),
             reference: reference.to_owned(),
         });
@@ -283,7 +278,7 @@ async fn resolve_at(
     digest: Option<&Digest>,
     opts: &RegistryOptions,
     creds: Option<&Credentials>,
-) -> Result<Resolved, PullError> {
+) -> Result<Resolved, Error> {
     let client = RegistryClient::connect(&c.host, c.base_url.as_deref(), &c.repo, opts, creds).await?;
     let name_host = if c.host == DOCKER_HUB_ENDPOINT || c.base_url.is_some() {
         DOCKER_HUB
@@ -305,7 +300,7 @@ async fn resolve_at(
     if let Some(want) = digest
         && want != &Digest::of(want.algorithm(), &bytes)
     {
-        return Err(PullError::DigestMismatch {
+        return Err(Error::RegistryDigestMismatch {
             reference: display,
             what: "manifest",
             expected: want.clone(),
@@ -314,7 +309,7 @@ async fn resolve_at(
     }
     let top = digest.cloned().unwrap_or(top);
     let parse = |b: &[u8], mt: Option<&str>| {
-        Manifest::parse(b, mt).map_err(|source| PullError::InvalidManifest {
+        Manifest::parse(b, mt).map_err(|source| Error::InvalidManifest {
             reference: display.clone(),
             source,
         })
@@ -322,14 +317,14 @@ async fn resolve_at(
     let mut manifest = parse(&bytes, media_type.as_deref())?;
     let mut manifest_bytes = bytes;
     if manifest.kind == ManifestKind::Index {
-        let chosen = pick_platform(&manifest.manifests, &opts.architecture).ok_or_else(|| PullError::NoPlatform {
+        let chosen = pick_platform(&manifest.manifests, &opts.architecture).ok_or_else(|| Error::NoPlatform {
             reference: display.clone(),
             arch: opts.architecture.clone(),
         })?;
         let (b, mt) = fetch_manifest(&client, &c.repo, &chosen.digest.to_string(), &display).await?;
         let computed = Digest::of(chosen.digest.algorithm(), &b);
         if computed != chosen.digest {
-            return Err(PullError::DigestMismatch {
+            return Err(Error::RegistryDigestMismatch {
                 reference: display,
                 what: "platform manifest",
                 expected: chosen.digest.clone(),
@@ -338,7 +333,7 @@ async fn resolve_at(
         }
         manifest = parse(&b, mt.as_deref())?;
         if manifest.kind != ManifestKind::Image {
-            return Err(PullError::InvalidManifest {
+            return Err(Error::InvalidManifest {
                 reference: display,
                 source: berth_oci::Error::InvalidManifest {
                     reason: "an index entry is itself an index".to_owned(),
@@ -364,7 +359,7 @@ async fn fetch_manifest(
     repo: &str,
     reference: &str,
     display: &str,
-) -> Result<(Vec<u8>, Option<String>), PullError> {
+) -> Result<(Vec<u8>, Option<String>), Error> {
     let resp = client
         .get(&format!("{repo}/manifests/{reference}"), media_types::MANIFESTS)
         .await?;
@@ -374,18 +369,18 @@ async fn fetch_manifest(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = resp.bytes().await.map_err(|e| PullError::Unreachable {
+    let body = resp.bytes().await.map_err(|e| Error::Unreachable {
         host: client.host.clone(),
         reason: client::error_chain(&e),
     })?;
     if status == reqwest::StatusCode::NOT_FOUND {
-        return Err(PullError::ManifestNotFound {
+        return Err(Error::ManifestNotFound {
             reference: display.to_owned(),
             message: registry_message(&body).unwrap_or_else(|| "manifest unknown".to_owned()),
         });
     }
     if !status.is_success() {
-        return Err(PullError::Registry {
+        return Err(Error::Registry {
             host: client.host.clone(),
             what: format!("the manifest of {display}"),
             status: status.as_u16(),
@@ -418,7 +413,7 @@ impl Resolved {
         self,
         store: Arc<ImageStore>,
         progress: mpsc::UnboundedSender<Progress>,
-    ) -> Result<PullOutcome, PullError> {
+    ) -> Result<PullOutcome, Error> {
         let reference = self.reference();
         let _ = progress.send(Progress {
             id: Some(self.tag.clone().unwrap_or_else(|| self.digest.to_string())),
@@ -427,13 +422,13 @@ impl Resolved {
         });
         let config_desc = self.manifest.config.clone().expect("an image manifest has a config");
         let config_bytes = self.fetch_config(&config_desc).await?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| PullError::InvalidConfig {
+        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| Error::InvalidConfig {
             digest: config_desc.digest.clone(),
             reason: e.to_string(),
         })?;
         let layers = self.manifest.layers.clone();
         if config.rootfs.diff_ids.len() != layers.len() {
-            return Err(PullError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 digest: config_desc.digest.clone(),
                 reason: format!(
                     "it lists {} diff IDs but the manifest has {} layers",
@@ -485,7 +480,7 @@ impl Resolved {
                 }
                 let u = layer::fetch(store_ref, client, repo, &desc, progress_ref).await?;
                 let _ = progress_ref.send(Progress::layer(&desc.digest, "Pull complete"));
-                Ok::<_, PullError>(Some(u))
+                Ok::<_, Error>(Some(u))
             })
             .buffered(PARALLEL_LAYERS)
             .try_collect()
@@ -494,7 +489,7 @@ impl Resolved {
             if let Some(u) = f.as_ref().map(|f| &f.unpacked)
                 && &u.layer.diff_id != expected
             {
-                return Err(PullError::DiffIdMismatch {
+                return Err(Error::DiffIdMismatch {
                     digest: desc.digest.clone(),
                     expected: expected.clone(),
                     computed: u.layer.diff_id.clone(),
@@ -558,18 +553,18 @@ impl Resolved {
         }
     }
 
-    async fn fetch_config(&self, desc: &Descriptor) -> Result<Vec<u8>, PullError> {
+    async fn fetch_config(&self, desc: &Descriptor) -> Result<Vec<u8>, Error> {
         let resp = self
             .client
             .get(&format!("{}/blobs/{}", self.repo, desc.digest), &[])
             .await?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| PullError::Unreachable {
+        let body = resp.bytes().await.map_err(|e| Error::Unreachable {
             host: self.client.host.clone(),
             reason: client::error_chain(&e),
         })?;
         if !status.is_success() {
-            return Err(PullError::Registry {
+            return Err(Error::Registry {
                 host: self.client.host.clone(),
                 what: format!("config {}", desc.digest),
                 status: status.as_u16(),
@@ -578,7 +573,7 @@ impl Resolved {
         }
         let computed = Digest::of(desc.digest.algorithm(), &body);
         if computed != desc.digest {
-            return Err(PullError::DigestMismatch {
+            return Err(Error::RegistryDigestMismatch {
                 reference: self.reference(),
                 what: "config",
                 expected: desc.digest.clone(),
@@ -630,9 +625,9 @@ mod tests {
     #[tokio::test]
     async fn blocked_registry_is_refused_before_any_request() {
         let err = resolve("blocked.example/sl6/wn:1", &opts(), None).await.unwrap_err();
-        assert!(matches!(err, PullError::Blocked { .. }), "{err}");
+        assert!(matches!(err, Error::Blocked { .. }), "{err}");
         assert!(err.to_string().contains("blocked.example"), "{err}");
         let err = resolve("NOT/valid", &opts(), None).await.unwrap_err();
-        assert!(matches!(err, PullError::InvalidReference { .. }), "{err}");
+        assert!(matches!(err, Error::InvalidReference { .. }), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::client::{RegistryClient, error_chain, registry_message};
-use super::{Credentials, DOCKER_HUB, DOCKER_HUB_ENDPOINT, Progress, PullError, RegistryOptions, short};
+use super::{Credentials, DOCKER_HUB, DOCKER_HUB_ENDPOINT, Error, Progress, RegistryOptions, short};
 use crate::content::ContentStore;
 use crate::store::{Image, ImageStore};
 
@@ -33,7 +33,7 @@ pub struct PushOutcome {
 }
 
 /// Where a local name goes: the registry host (as named), the endpoint host, the repository.
-fn target(reference: &str) -> Result<(String, String, String, String), PullError> {
+fn target(reference: &str) -> Result<(String, String, String, String), Error> {
     let r: Reference = reference.parse()?;
     let path = r.repository.as_str().to_owned();
     let tag = r
@@ -54,7 +54,7 @@ fn target(reference: &str) -> Result<(String, String, String, String), PullError
 }
 
 /// `[HOST/NAME]` of "The push refers to repository …".
-pub fn push_repository_name(reference: &str) -> Result<String, PullError> {
+pub fn push_repository_name(reference: &str) -> Result<String, Error> {
     let (host, _, repo, _) = target(reference)?;
     Ok(format!("{host}/{repo}"))
 }
@@ -67,10 +67,10 @@ pub async fn push(
     opts: &RegistryOptions,
     creds: Option<&Credentials>,
     progress: mpsc::UnboundedSender<Progress>,
-) -> Result<PushOutcome, PullError> {
+) -> Result<PushOutcome, Error> {
     let (host, endpoint, repo, tag) = target(reference)?;
     if opts.is_blocked(&host) {
-        return Err(PullError::Blocked {
+        return Err(Error::Blocked {
             host,
             reference: reference.to_owned(),
         });
@@ -78,11 +78,10 @@ pub async fn push(
     let client = RegistryClient::connect_for(&endpoint, None, &repo, "pull,push", opts, creds).await?;
 
     let (manifest_bytes, media_type) = manifest_of(&store, &image)?;
-    let manifest =
-        Manifest::parse(&manifest_bytes, Some(&media_type)).map_err(|source| PullError::InvalidManifest {
-            reference: reference.to_owned(),
-            source,
-        })?;
+    let manifest = Manifest::parse(&manifest_bytes, Some(&media_type)).map_err(|source| Error::InvalidManifest {
+        reference: reference.to_owned(),
+        source,
+    })?;
     let layers = manifest.layers.clone();
     // Another repository of the same registry this image is tagged with (it was pulled from
     // or pushed to there) may lend its blobs: a cross-repository mount.
@@ -113,8 +112,7 @@ pub async fn push(
             let (store, record) = (store.clone(), image.record.clone());
             tokio::task::spawn_blocking(move || store.ensure_layer_blobs(&record))
                 .await
-                .expect("layer rebuild does not panic")
-                .map_err(|source| PullError::Store { source })?;
+                .expect("layer rebuild does not panic")?;
         }
         upload(&client, &store, &repo, &l.digest, Some(&progress)).await?;
         let _ = progress.send(Progress::layer(&l.digest, "Pushed"));
@@ -145,7 +143,7 @@ pub async fn push(
 }
 
 /// The manifest to push and its media type.
-fn manifest_of(store: &ImageStore, image: &Image) -> Result<(Vec<u8>, String), PullError> {
+fn manifest_of(store: &ImageStore, image: &Image) -> Result<(Vec<u8>, String), Error> {
     if let Some(d) = &image.record.manifest
         && let Ok(bytes) = store.content.read(d)
     {
@@ -174,7 +172,7 @@ fn manifest_of(store: &ImageStore, image: &Image) -> Result<(Vec<u8>, String), P
     ))
 }
 
-async fn blob_exists(client: &RegistryClient, repo: &str, digest: &Digest) -> Result<bool, PullError> {
+async fn blob_exists(client: &RegistryClient, repo: &str, digest: &Digest) -> Result<bool, Error> {
     let resp = client
         .send(client.request(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}")))
         .await?;
@@ -185,14 +183,14 @@ async fn blob_exists(client: &RegistryClient, repo: &str, digest: &Digest) -> Re
     }
 }
 
-fn unexpected(client: &RegistryClient, status: StatusCode, body: &[u8], what: &str) -> PullError {
+fn unexpected(client: &RegistryClient, status: StatusCode, body: &[u8], what: &str) -> Error {
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return PullError::Unauthorized {
+        return Error::Unauthorized {
             host: client.host.clone(),
             message: registry_message(body).unwrap_or_else(|| "authentication required".to_owned()),
         };
     }
-    PullError::Registry {
+    Error::Registry {
         host: client.host.clone(),
         what: what.to_owned(),
         status: status.as_u16(),
@@ -206,7 +204,7 @@ async fn check(
     resp: reqwest::Response,
     what: &str,
     ok: &[StatusCode],
-) -> Result<reqwest::Response, PullError> {
+) -> Result<reqwest::Response, Error> {
     if ok.contains(&resp.status()) {
         return Ok(resp);
     }
@@ -227,7 +225,7 @@ fn location(resp: &reqwest::Response) -> Option<String> {
 
 /// Asks the registry to mount `digest` from `from` into `repo`; false when it would not
 /// (it may have opened an upload session instead, which is then left to expire).
-async fn mount(client: &RegistryClient, repo: &str, from: &str, digest: &Digest) -> Result<bool, PullError> {
+async fn mount(client: &RegistryClient, repo: &str, from: &str, digest: &Digest) -> Result<bool, Error> {
     let resp = client
         .send(
             client
@@ -247,7 +245,7 @@ async fn upload(
     repo: &str,
     digest: &Digest,
     progress: Option<&mpsc::UnboundedSender<Progress>>,
-) -> Result<(), PullError> {
+) -> Result<(), Error> {
     let what = format!("blob upload {digest}");
     let resp = client
         .send(client.request(Method::POST, &format!("/v2/{repo}/blobs/uploads/")))
@@ -258,12 +256,10 @@ async fn upload(
 
     let path = store.content.path(digest);
     let total = store.content.size(digest)?;
-    let file = tokio::fs::File::open(&path).await.map_err(|source| PullError::Store {
-        source: crate::Error::Io {
-            op: "open",
-            path: path.clone(),
-            source,
-        },
+    let file = tokio::fs::File::open(&path).await.map_err(|source| Error::Io {
+        op: "open",
+        path: path.clone(),
+        source,
     })?;
     let (digest_c, progress_c) = (digest.clone(), progress.cloned());
     let stream = futures::stream::unfold((file, 0u64), move |(mut file, sent)| {
@@ -310,7 +306,7 @@ async fn upload(
 
 /// Checks `creds` against `server`'s `/v2/` (Basic, or the Bearer token flow). `server` is
 /// what `docker login` sends: `HOST[:PORT]`, maybe as a URL.
-pub async fn login(server: &str, opts: &RegistryOptions, creds: &Credentials) -> Result<(), PullError> {
+pub async fn login(server: &str, opts: &RegistryOptions, creds: &Credentials) -> Result<(), Error> {
     let host = server
         .trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -324,7 +320,7 @@ pub async fn login(server: &str, opts: &RegistryOptions, creds: &Credentials) ->
         host
     };
     if opts.is_blocked(&endpoint) {
-        return Err(PullError::Blocked {
+        return Err(Error::Blocked {
             host: endpoint,
             reference: "login".to_owned(),
         });
@@ -363,22 +359,6 @@ pub fn split_search_term(term: &str) -> (String, String) {
     }
 }
 
-/// Why a search failed: a non-200 answer (docker's "Unexpected status code N"), or any other
-/// failure to reach the registry.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    #[error("Unexpected status code {status}")]
-    Status { status: u16 },
-    #[error(
-        "searching Docker Hub is not possible: Berth has no route to docker.io; name a registry, as in `docker search myregistry:5000/{term}`"
-    )]
-    DockerHub { term: String },
-    #[error("{0}")]
-    Pull(#[from] PullError),
-    #[error("error decoding registry search results from {host}: {reason}")]
-    Decode { host: String, reason: String },
-}
-
 /// `GET /v1/_ping` then `/v1/search?q=&n=` on the term's registry, with Basic auth on each
 /// request (as dockerd does for a standalone registry).
 pub async fn search(
@@ -386,17 +366,16 @@ pub async fn search(
     limit: u32,
     opts: &RegistryOptions,
     creds: Option<&Credentials>,
-) -> Result<Vec<SearchResult>, SearchError> {
+) -> Result<Vec<SearchResult>, Error> {
     let (host, remote) = split_search_term(term);
     if host == DOCKER_HUB {
-        return Err(SearchError::DockerHub { term: remote });
+        return Err(Error::NoDockerHub { term: remote });
     }
     if opts.is_blocked(&host) {
-        return Err(PullError::Blocked {
+        return Err(Error::Blocked {
             host,
             reference: term.to_owned(),
-        }
-        .into());
+        });
     }
     let client = RegistryClient::connect_for(&host, None, "", "pull", opts, None).await?;
     let basic = creds.map(|c| {
@@ -419,7 +398,7 @@ pub async fn search(
         ))
         .await?;
     if resp.status() != StatusCode::OK {
-        return Err(SearchError::Status {
+        return Err(Error::SearchStatus {
             status: resp.status().as_u16(),
         });
     }
@@ -428,11 +407,11 @@ pub async fn search(
         #[serde(default)]
         results: Vec<SearchResult>,
     }
-    let body = resp.bytes().await.map_err(|e| SearchError::Decode {
+    let body = resp.bytes().await.map_err(|e| Error::SearchDecode {
         host: host.clone(),
         reason: error_chain(&e),
     })?;
-    let answer: Answer = serde_json::from_slice(&body).map_err(|e| SearchError::Decode {
+    let answer: Answer = serde_json::from_slice(&body).map_err(|e| Error::SearchDecode {
         host,
         reason: e.to_string(),
     })?;
