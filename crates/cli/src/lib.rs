@@ -72,6 +72,12 @@ enum Command {
     Image(commands::image::ImageCommand),
     /// Show the version of this binary and of the daemon, when one answers.
     Version,
+    /// The per-container supervisor the daemon starts (not for direct use).
+    #[command(hide = true)]
+    Shim {
+        /// The shim's JSON config, written by the daemon.
+        config: std::path::PathBuf,
+    },
 }
 
 /// Logs go to stderr from a background thread through a buffer that is flushed whenever the
@@ -120,18 +126,33 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Rmi(args) => commands::rmi::run(args, client, printer).await,
         Command::InspectImage(args) => commands::inspect_image::run(args, client, printer).await,
         Command::Image(cmd) => commands::image::run(cmd, client, printer).await,
-        Command::Daemon(_) | Command::Registry(_) | Command::Version => unreachable!("not a client command"),
+        Command::Daemon(_) | Command::Registry(_) | Command::Version | Command::Shim { .. } => {
+            unreachable!("not a client command")
+        }
     }
 }
 
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Shim { config } = &cli.command {
+        // The shim clones (libcontainer): it must stay single-threaded, so no background log
+        // writer thread and no async runtime here; logs go straight to stderr (its log file).
+        let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        return ExitCode::from(berth_runtime::shim_main(config).clamp(0, 255) as u8);
+    }
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     let result = match cli.command {
         Command::Daemon(args) => commands::daemon::run(*args, cli.host),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
+        Command::Shim { .. } => unreachable!("handled above"),
         Command::Version => client_command(|_| async {
             let client = client::Client::new(cli.host.as_deref()).ok();
             commands::version::run(client.as_ref(), &printer).await

@@ -16,4 +16,4 @@ pub use log::{
 };
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
-pub use spec::{ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, host_capabilities, write_bundle};
+pub use spec::{ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, check_capabilities, host_capabilities, write_bundle};

@@ -109,9 +109,20 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
 pub fn shim_main(config_path: &Path) -> i32 {
     // Own session: no terminal or process-group signal of the daemon reaches us.
     let _ = nix::unistd::setsid();
+    // A handler that does nothing, not SIG_IGN: an ignored signal stays ignored across
+    // clone and exec, so the container would inherit it (and a shell cannot even trap a
+    // signal ignored at its start); a handled one is reset to the default by exec. Rust's
+    // own start-up ignores SIGPIPE, which this undoes for the container too.
+    extern "C" fn ignore(_: libc::c_int) {}
+    // What the daemon inherited (a shell's background job ignores SIGINT and SIGQUIT) is not
+    // the container's business: start from the defaults.
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
     for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM, Signal::SIGPIPE] {
-        // SAFETY: SIG_IGN installs no handler code; nothing else runs concurrently.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+        // SAFETY: the handler touches nothing; nothing else runs concurrently.
+        let _ = unsafe { signal(sig, SigHandler::Handler(ignore)) };
     }
     let config: ShimConfig = match std::fs::read(config_path)
         .map_err(|e| e.to_string())
@@ -432,7 +443,7 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
-        .env("RUST_LOG", std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn".to_owned()))
+        .env("RUST_LOG", std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error".to_owned()))
         .spawn()
         .map_err(io("start shim", exe))?;
     let shim_pid = child.id();

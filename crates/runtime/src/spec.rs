@@ -243,7 +243,6 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
                 "permitted": caps,
             },
             "noNewPrivileges": false,
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
         },
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname,
@@ -399,6 +398,14 @@ fn cap_name(name: &str) -> Result<String, Error> {
             reason: format!("unknown capability: \"{full}\""),
         })
     }
+}
+
+/// Checks `--cap-add` and `--cap-drop` names (`sys_admin`, `CAP_SYS_ADMIN`, `ALL`).
+pub fn check_capabilities(cap_add: &[String], cap_drop: &[String]) -> Result<(), Error> {
+    for c in cap_add.iter().chain(cap_drop) {
+        cap_name(c)?;
+    }
+    Ok(())
 }
 
 /// The capabilities the daemon itself may grant (its bounding set): `--privileged` gets

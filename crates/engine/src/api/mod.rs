@@ -3,6 +3,7 @@
 
 mod archive;
 mod auth;
+mod containers;
 mod images;
 mod pull;
 mod push;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tower::Layer;
 
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::error::Error;
 use crate::host::Host;
 
@@ -47,6 +49,7 @@ pub(crate) struct State {
     /// Open `/events` streams (`NEventsListener` in /info).
     pub(crate) event_listeners: AtomicUsize,
     pub(crate) images: Arc<ImageStore>,
+    pub(crate) containers: Arc<Containers>,
 }
 
 impl State {
@@ -56,6 +59,7 @@ impl State {
         host: Host,
         shutdown: watch::Receiver<bool>,
         images: Arc<ImageStore>,
+        containers: Arc<Containers>,
     ) -> State {
         State {
             config,
@@ -64,6 +68,7 @@ impl State {
             shutdown,
             event_listeners: AtomicUsize::new(0),
             images,
+            containers,
         }
     }
 }
@@ -75,9 +80,16 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(system::events))
-        // No containers exist yet; `docker inspect NAME` asks for a container first and moves
-        // on to images only after a 404.
-        .route("/containers/{name}/json", get(images::no_such_container))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}", axum::routing::delete(containers::remove))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -200,7 +212,9 @@ mod tests {
         };
         let root = tempfile::tempdir().unwrap();
         let images = Arc::new(ImageStore::open(root.path()).unwrap());
-        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images);
+        let containers =
+            Arc::new(Containers::open(&root.path().join("data"), &root.path().join("exec"), images.clone()).unwrap());
+        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images, containers);
         (Arc::new(state), tx, root)
     }
 
@@ -249,9 +263,9 @@ mod tests {
             ),
             ("/v1.41/_ping", 200, None),
             (
-                "/v1.41/containers/json?all=1",
+                "/v1.41/containers/json/x",
                 501,
-                Some("berth: GET /containers/json is not implemented yet"),
+                Some("berth: GET /containers/json/x is not implemented yet"),
             ),
             ("/v1.41", 501, Some("berth: GET / is not implemented yet")),
             (
@@ -273,9 +287,9 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("POST", "/v1.45/containers/create?name=x").await;
+        let (s, _, body) = call("POST", "/v1.45/containers/x/exec").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: POST /containers/create is not implemented yet");
+        assert_eq!(message(&body), "berth: POST /containers/x/exec is not implemented yet");
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
