@@ -127,9 +127,9 @@ impl Error {
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
-            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } | Error::NoSuchNetwork { .. } => {
-                ErrorKind::NotFound
-            }
+            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } => ErrorKind::NotFound,
+            // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
+            Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
             Error::NameConflict { .. }
             | Error::ContainerRunning { .. }
             | Error::NotRunning { .. }

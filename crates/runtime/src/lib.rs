@@ -11,9 +11,10 @@ mod shim;
 mod spec;
 
 pub use error::{Error, ErrorKind};
-pub use log::{
-    DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all,
-};
+pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
-pub use spec::{ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, check_capabilities, host_capabilities, write_bundle};
+pub use spec::{
+    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, check_capabilities, host_capabilities,
+    write_bundle,
+};

@@ -32,12 +32,17 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
         upper.display(),
         work.display()
     );
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str())).map_err(
-        |source| Error::Mount {
-            target: target.to_path_buf(),
-            source,
-        },
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
     )
+    .map_err(|source| Error::Mount {
+        target: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Unmounts `target` (lazily, so a process still holding it cannot make removal fail) when
@@ -67,7 +72,10 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// What goes into a container's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.

@@ -74,10 +74,12 @@ impl ExitRecord {
     /// Reads a recorded exit; `None` when there is none (yet).
     pub fn read(path: &Path) -> Result<Option<ExitRecord>, Error> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Record {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Record {
+                    path: path.to_path_buf(),
+                    source,
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("read", path)(e)),
         }
@@ -93,9 +95,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
         f.sync_all().map_err(io("fsync", &tmp))?;
         std::fs::rename(&tmp, path).map_err(io("rename", path))?;
         if let Some(dir) = path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync", dir))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))?;
         }
         Ok(())
     })();
@@ -203,7 +203,9 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
             .open(fifo)
             .map_err(|e| format!("open stdin {}: {e}", fifo.display()))?
             .into(),
-        None => File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?.into(),
+        None => File::open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?
+            .into(),
     };
     std::fs::create_dir_all(&config.state_root).map_err(|e| format!("create {}: {e}", config.state_root.display()))?;
     let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
@@ -420,7 +422,9 @@ fn cleanup_state(config: &ShimConfig) {
                 tracing::warn!(container = %config.id, error = %chain(&e), "failed to delete the container's runtime state");
             }
         }
-        Err(e) => tracing::warn!(container = %config.id, error = %chain(&e), "failed to load the container's runtime state"),
+        Err(e) => {
+            tracing::warn!(container = %config.id, error = %chain(&e), "failed to load the container's runtime state")
+        }
     }
     if dir.exists() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -443,7 +447,10 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
-        .env("RUST_LOG", std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error".to_owned()))
+        .env(
+            "RUST_LOG",
+            std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error".to_owned()),
+        )
         .spawn()
         .map_err(io("start shim", exe))?;
     let shim_pid = child.id();
@@ -462,7 +469,8 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
             shim_log.display()
         ))),
         Ok(_) => {
-            let report: ShimReport = serde_json::from_str(&line).map_err(|e| fail(format!("bad report {line:?}: {e}")))?;
+            let report: ShimReport =
+                serde_json::from_str(&line).map_err(|e| fail(format!("bad report {line:?}: {e}")))?;
             match (report.pid, report.error) {
                 (Some(pid), None) => Ok((shim_pid, pid)),
                 (_, Some(e)) => Err(fail(e)),

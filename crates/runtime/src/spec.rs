@@ -89,13 +89,7 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths mounted read-only in unprivileged containers.
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Which network namespace the container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -341,7 +335,9 @@ fn host_devices() -> Vec<Value> {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for entry in rd.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let ft = meta.file_type();
             if ft.is_dir() {
                 // Mounted per container, or not device trees.
@@ -641,7 +637,10 @@ mod tests {
         let caps: Vec<String> = serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
         assert_eq!(caps.len(), host_capabilities().len());
         let plain = spec_json(&spec(), r.path()).unwrap();
-        assert_eq!(plain["linux"]["maskedPaths"].as_array().unwrap().len(), MASKED_PATHS.len());
+        assert_eq!(
+            plain["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
     }
 
     #[test]
@@ -673,7 +672,10 @@ mod tests {
         let mounts = oci.mounts().as_ref().unwrap();
         let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
         assert_eq!(data.options().as_ref().unwrap(), &["rbind", "rprivate", "ro"]);
-        let hosts: Vec<_> = mounts.iter().filter(|m| m.destination() == Path::new("/etc/hosts")).collect();
+        let hosts: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.destination() == Path::new("/etc/hosts"))
+            .collect();
         assert_eq!(hosts.len(), 1);
         assert_eq!(hosts[0].source().as_deref(), Some(Path::new("/etc/myhosts")));
         let env: Vec<String> = serde_json::from_value(v["process"]["env"].clone()).unwrap();

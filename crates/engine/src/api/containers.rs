@@ -41,7 +41,10 @@ pub(super) async fn create(
 }
 
 /// `POST /containers/{id}/start`: 204, or 304 when it already runs.
-pub(super) async fn start(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>) -> Result<StatusCode, Error> {
+pub(super) async fn start(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+) -> Result<StatusCode, Error> {
     let entry = state.containers.get(&id)?;
     Ok(if state.containers.start(&entry).await? {
         StatusCode::NO_CONTENT
@@ -262,7 +265,11 @@ fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<
                 "name" => r.name.contains(v.trim_start_matches('/')),
                 "status" => r.state.status == *v,
                 "exited" => r.state.status == "exited" && v.parse::<i64>().ok() == Some(r.state.exit_code),
-                "ancestor" => r.image == *v || r.image_id == *v || r.image_id.trim_start_matches("sha256:").starts_with(v.as_str()),
+                "ancestor" => {
+                    r.image == *v
+                        || r.image_id == *v
+                        || r.image_id.trim_start_matches("sha256:").starts_with(v.as_str())
+                }
                 "label" => {
                     let labels = r.config.get("Labels");
                     match v.split_once('=') {
@@ -276,7 +283,10 @@ fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<
 }
 
 /// `GET /containers/{id}/json` (docker's `container.InspectResponse`).
-pub(super) async fn inspect(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>) -> Result<Json<Value>, Error> {
+pub(super) async fn inspect(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+) -> Result<Json<Value>, Error> {
     let entry = state.containers.get(&id)?;
     let r = entry.record();
     let dir = state.containers.dir_of(&r.id);
@@ -504,7 +514,8 @@ pub(super) async fn logs(
         rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
     Ok(resp)
 }
 
@@ -583,7 +594,8 @@ pub(super) async fn attach(
             rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
         });
         let mut resp = Response::new(Body::from_stream(stream));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
         return Ok(resp);
     }
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -134,7 +134,6 @@ fn labels(image: &Image) -> BTreeMap<String, String> {
     image.record.config.config.labels.clone().unwrap_or_default()
 }
 
-
 /// `GET /images/json`.
 pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
@@ -397,13 +396,17 @@ async fn refuse_if_used(state: &Arc<State>, name: &str) -> Result<(), Error> {
     let container = &user.id[..12];
     let is_tag = berth_image::normalize(name).is_ok_and(|n| image.tags.contains(&n));
     let message = if user.running() {
-        format!("conflict: unable to delete {short} (cannot be forced) - image is being used by running container {container}")
+        format!(
+            "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {container}"
+        )
     } else if is_tag {
         format!(
             "conflict: unable to remove repository reference \"{name}\" (must force) - container {container} is using its referenced image {short}"
         )
     } else {
-        format!("conflict: unable to delete {short} (must be forced) - image is being used by stopped container {container}")
+        format!(
+            "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {container}"
+        )
     };
     Err(Error::ImageInUse(message))
 }

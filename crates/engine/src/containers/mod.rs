@@ -381,7 +381,11 @@ impl Containers {
             let l = LEFT[rand::random_range(0..LEFT.len())];
             let r = RIGHT[rand::random_range(0..RIGHT.len())];
             let n = rand::random_range(0..100);
-            let name = if n < 50 { format!("{l}_{r}") } else { format!("{l}_{r}{n}") };
+            let name = if n < 50 {
+                format!("{l}_{r}")
+            } else {
+                format!("{l}_{r}{n}")
+            };
             if !t.names.contains_key(&name) {
                 return name;
             }
@@ -435,7 +439,14 @@ impl Containers {
                     Error::StartFailed {
                         message,
                         exec_error: true,
-                    } => (if message.contains("permission denied") { 126 } else { 127 }, message.clone()),
+                    } => (
+                        if message.contains("permission denied") {
+                            126
+                        } else {
+                            127
+                        },
+                        message.clone(),
+                    ),
                     other => (128, other.to_string()),
                 };
                 let rec = self.update(entry, |r| {
@@ -545,7 +556,12 @@ impl Containers {
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_atomic(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
-        Ok(berth_runtime::spawn_shim(&self.exe, &shim_path, &dir.join("shim.log"), &rec.id)?)
+        Ok(berth_runtime::spawn_shim(
+            &self.exe,
+            &shim_path,
+            &dir.join("shim.log"),
+            &rec.id,
+        )?)
     }
 
     /// Waits for the shim to exit (pidfd), then records the container's exit.

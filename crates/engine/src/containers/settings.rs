@@ -246,7 +246,10 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         other if other.starts_with("container:") => return Err(not_built(format!("--network {other}"))),
         other => return Err(Error::NoSuchNetwork { name: other.to_owned() }),
     };
-    if let Some(eps) = body.pointer("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object) {
+    if let Some(eps) = body
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object)
+    {
         for (name, ep) in eps {
             if name != network.mode_name() && !(network == Network::Bridge && name == "default") {
                 return Err(Error::NoSuchNetwork { name: name.clone() });
@@ -294,7 +297,11 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     }
     let cwd = match string(config.get("WorkingDir")) {
         w if !w.is_empty() => w,
-        _ => ic.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_owned()),
+        _ => ic
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_owned()),
     };
     if !cwd.starts_with('/') {
         return Err(invalid(format!(
@@ -474,9 +481,13 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     let mut host_config = hc.clone();
     if let Some(o) = host_config.as_object_mut() {
         o.insert("NetworkMode".into(), json!(network.mode_name()));
-        o.entry("LogConfig").or_insert(json!({"Type": "json-file", "Config": {}}));
+        o.entry("LogConfig")
+            .or_insert(json!({"Type": "json-file", "Config": {}}));
         if o.get("LogConfig").and_then(|l| l.get("Type")).and_then(Value::as_str) == Some("") {
-            o.insert("LogConfig".into(), json!({"Type": "json-file", "Config": o["LogConfig"]["Config"].clone()}));
+            o.insert(
+                "LogConfig".into(),
+                json!({"Type": "json-file", "Config": o["LogConfig"]["Config"].clone()}),
+            );
         }
     }
     Ok(Parsed {
@@ -637,13 +648,23 @@ mod tests {
 
     #[test]
     fn command_env_and_network() {
-        let p = parse(&json!({"Image": "bb", "Cmd": ["echo", "hi"], "Env": ["A=2", "B=3"]}), &image(), ID).unwrap();
+        let p = parse(
+            &json!({"Image": "bb", "Cmd": ["echo", "hi"], "Env": ["A=2", "B=3"]}),
+            &image(),
+            ID,
+        )
+        .unwrap();
         assert_eq!(p.settings.args, ["echo", "hi"]);
         assert_eq!(p.settings.env, ["PATH=/bin", "A=2", "B=3"]);
         assert_eq!(p.settings.network, Network::Bridge);
         assert_eq!(p.warnings.len(), 1);
         assert_eq!(p.settings.hostname, &ID[..12]);
-        let p = parse(&json!({"Image": "bb", "HostConfig": {"NetworkMode": "none"}}), &image(), ID).unwrap();
+        let p = parse(
+            &json!({"Image": "bb", "HostConfig": {"NetworkMode": "none"}}),
+            &image(),
+            ID,
+        )
+        .unwrap();
         assert_eq!(p.settings.args, ["sh"]);
         assert!(p.warnings.is_empty());
         let p = parse(&json!({"Entrypoint": ["env"]}), &image(), ID).unwrap();
@@ -654,19 +675,33 @@ mod tests {
     fn refusals_name_the_flag() {
         let table: &[(Value, &str)] = &[
             (json!({"HostConfig": {"Memory": 1048576}}), "--memory"),
-            (json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}), "-p/--publish"),
-            (json!({"HostConfig": {"RestartPolicy": {"Name": "always"}}}), "--restart always"),
+            (
+                json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
+                "-p/--publish",
+            ),
+            (
+                json!({"HostConfig": {"RestartPolicy": {"Name": "always"}}}),
+                "--restart always",
+            ),
             (json!({"HostConfig": {"NetworkMode": "site"}}), "network site not found"),
             (json!({"HostConfig": {"Binds": ["vol:/data"]}}), "named volumes"),
             (json!({"HostConfig": {"CapAdd": ["BOGUS"]}}), "unknown capability"),
-            (json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}), "--log-driver syslog"),
+            (
+                json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),
+                "--log-driver syslog",
+            ),
             (json!({"Tty": true}), "--tty"),
             (json!({"WorkingDir": "rel"}), "absolute path"),
-            (json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}]}}), "bind source path does not exist"),
+            (
+                json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}]}}),
+                "bind source path does not exist",
+            ),
             (json!({"StopSignal": "SIGNOPE"}), "Invalid signal"),
         ];
         for (body, want) in table {
-            let err = parse(body, &image(), ID).err().unwrap_or_else(|| panic!("accepted {body}"));
+            let err = parse(body, &image(), ID)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {body}"));
             assert!(err.to_string().contains(want), "{body}: {err}");
         }
         // The CLI's defaults are not refusals.
@@ -688,7 +723,13 @@ mod tests {
         assert_eq!(p.settings.mounts.len(), 2);
         assert!(p.settings.mounts[0].readonly);
         assert_eq!(p.settings.mounts[1].options, ["size=1m"]);
-        assert_eq!(p.settings.log, LogLimits { max_size: 1024, max_file: 2 });
+        assert_eq!(
+            p.settings.log,
+            LogLimits {
+                max_size: 1024,
+                max_file: 2
+            }
+        );
         let dup = json!({"HostConfig": {"Binds": ["/tmp:/x", "/tmp:/x"]}});
         assert!(parse(&dup, &image(), ID).is_err());
     }

@@ -1,0 +1,543 @@
+//! End-to-end tests of containers through `berth daemon` with the real docker CLI (issue 5):
+//! `docker run --rm IMG echo hi` prints `hi`; exit codes propagate; a command missing from
+//! the image fails with dockerd's message and exit code 127; `run -d` + `logs` + `stop` +
+//! `rm`; `ps -a` and its filters; `inspect`; a name conflict (409); an unknown image; `rmi` of
+//! an image a container uses (409); `--network none|host`, bind mounts `ro`, `--cap-add`,
+//! `--privileged`; and a daemon restart (SIGTERM, start again) that re-adopts a running
+//! container, whose logs continue and which `docker stop` then stops.
+//!
+//! Needs root (namespaces, overlay, cgroups). Every shim, mount and cgroup a test leaves is
+//! removed by a guard, also when the test fails.
+
+// Test output is the reader's interface here: the docker CLI's output, for the record.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use berth_testkit::{ImageBuilder, Prereq, require};
+
+#[path = "support/daemon.rs"]
+mod daemon_support;
+use daemon_support::*;
+
+/// Kills the shims, unmounts the root filesystems and removes the cgroups of every container
+/// under `data_root`, when dropped (after the daemon's own guard: declare it first).
+struct ContainerCleanup {
+    dir: PathBuf,
+    data_root: PathBuf,
+}
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let shim_marker = self.data_root.join("containers").display().to_string();
+        if let Ok(procs) = fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Ok(cmdline) = fs::read(p.path().join("cmdline")) else {
+                    continue;
+                };
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains(" shim ") && cmdline.contains(&shim_marker) {
+                    let pid = p.file_name().to_string_lossy().into_owned();
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                }
+            }
+        }
+        let ids: Vec<String> = fs::read_dir(self.data_root.join("containers"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Container processes die with their cgroup's kill below; give the kernel a moment.
+        for id in &ids {
+            for cg in cgroup_dirs(id) {
+                let _ = fs::write(cg.join("cgroup.kill"), "1");
+                if let Ok(procs) = fs::read_to_string(cg.join("cgroup.procs")) {
+                    for pid in procs.lines() {
+                        let _ = Command::new("kill").args(["-KILL", pid]).status();
+                    }
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+        let prefix = self.dir.display().to_string();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.reverse();
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        for id in &ids {
+            for cg in cgroup_dirs(id) {
+                let _ = fs::remove_dir(&cg);
+            }
+        }
+    }
+}
+
+/// Every cgroup directory (v1 controllers and the unified tree) of container `id`.
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
+        for c in rd.flatten() {
+            let d = c.path().join("berth").join(id);
+            if d.is_dir() {
+                out.push(d);
+            }
+        }
+    }
+    let unified = Path::new("/sys/fs/cgroup/berth").join(id);
+    if unified.is_dir() {
+        out.push(unified);
+    }
+    out
+}
+
+/// Mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Starts a daemon in `dir` and loads the busybox test image as `busybox:latest`.
+fn daemon_with_image(dir: &Path) -> (ContainerCleanup, DaemonProcess) {
+    let cleanup = ContainerCleanup {
+        dir: dir.to_path_buf(),
+        data_root: Paths::new(dir, "berth").data_root,
+    };
+    let daemon = DaemonProcess::start(dir, "berth", &[]);
+    let archive = dir.join("busybox.tar");
+    ImageBuilder::new()
+        .write_docker_archive(&archive, "busybox:latest")
+        .expect("write the busybox archive");
+    daemon.docker_ok(&["load", "-i", archive.to_str().expect("utf-8 path")]);
+    (cleanup, daemon)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn inspect(daemon: &DaemonProcess, name: &str) -> serde_json::Value {
+    let out = daemon.docker_ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect is JSON");
+    v[0].clone()
+}
+
+#[test]
+fn run_rm_exit_codes_ps_inspect_and_bad_input() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    let containers = daemon.paths.data_root.join("containers");
+
+    let out = daemon.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]);
+    println!("$ docker run --rm busybox echo hi\n{}", out.stdout);
+    assert_eq!(out.stdout, "hi\n", "{out}");
+    // The default bridge is not built: the warning says what the container got instead.
+    assert!(out.stderr.contains("bridge networking is not built yet"), "{out}");
+    let out = daemon.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(out.stdout, "out\n", "{out}");
+    assert_eq!(out.stderr, "err\n", "stdout and stderr stay apart\n{out}");
+
+    let out = daemon.docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out}");
+
+    let out = daemon.docker(&["run", "--rm", "--network", "none", "busybox", "nosuch"]);
+    println!("$ docker run --rm busybox nosuch\n{}", out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{out}");
+    assert!(
+        out.stderr
+            .contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("Error waiting"), "{out}");
+
+    let out = daemon.docker(&["run", "--rm", "--pull", "never", "nosuch/image:v1", "true"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("No such image: nosuch/image:v1"), "{out}");
+
+    // Every --rm container is gone, with its mounts.
+    wait_until("--rm containers removed", Duration::from_secs(10), || {
+        fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 0
+    });
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+
+    // create + start, ps, inspect.
+    let id = daemon
+        .docker_ok(&[
+            "create",
+            "--name",
+            "one",
+            "--network",
+            "none",
+            "-e",
+            "SITE=cern",
+            "--label",
+            "kind=test",
+            "busybox",
+            "sh",
+            "-c",
+            "echo created-run; exit 5",
+        ])
+        .stdout
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    let conflict = daemon.docker(&["create", "--name", "one", "busybox", "true"]);
+    assert!(!conflict.status.success(), "{conflict}");
+    assert!(
+        conflict
+            .stderr
+            .contains("The container name \"/one\" is already in use by container"),
+        "{conflict}"
+    );
+    let ps = daemon.docker_ok(&["ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}}"]);
+    println!("$ docker ps -a\n{}", ps.stdout);
+    assert_eq!(ps.stdout.trim(), format!("{} one Created", &id[..12]), "{ps}");
+    assert_eq!(daemon.docker_ok(&["ps", "-q"]).stdout.trim(), "", "not running");
+
+    let rmi = daemon.docker(&["rmi", "busybox"]);
+    assert!(!rmi.status.success(), "{rmi}");
+    assert!(rmi.stderr.contains("is using its referenced image"), "{rmi}");
+
+    let start = daemon.docker(&["start", "-a", "one"]);
+    assert_eq!(start.stdout, "created-run\n", "{start}");
+    let wait = daemon.docker_ok(&["wait", "one"]);
+    assert_eq!(wait.stdout.trim(), "5", "{wait}");
+    let v = inspect(&daemon, "one");
+    assert_eq!(v["Id"], id.as_str());
+    assert_eq!(v["Name"], "/one");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 5);
+    assert_eq!(v["State"]["Running"], false);
+    assert_eq!(v["Path"], "sh");
+    assert_eq!(v["Config"]["Labels"]["kind"], "test");
+    assert!(
+        v["Config"]["Env"]
+            .as_array()
+            .expect("Env")
+            .iter()
+            .any(|e| e == "SITE=cern"),
+        "{v}"
+    );
+    assert_eq!(v["HostConfig"]["NetworkMode"], "none");
+    assert!(v["NetworkSettings"]["Networks"]["none"].is_object(), "{v}");
+    let ps = daemon.docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(ps.stdout.starts_with("one Exited (5)"), "{ps}");
+    let ps = daemon.docker_ok(&["ps", "-a", "--filter", "label=kind=other", "-q"]);
+    assert_eq!(ps.stdout.trim(), "", "{ps}");
+    let logs = daemon.docker_ok(&["logs", "one"]);
+    assert_eq!(logs.stdout, "created-run\n", "{logs}");
+
+    daemon.docker_ok(&["rm", "one"]);
+    let gone = daemon.docker(&["inspect", "--type", "container", "one"]);
+    assert!(!gone.status.success(), "{gone}");
+    assert!(gone.stderr.contains("No such container"), "{gone}");
+    daemon.docker_ok(&["rmi", "busybox"]);
+    assert!(fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 0);
+    assert!(mounts_under(dir.path()).is_empty());
+}
+
+#[test]
+fn detached_logs_stop_rm_and_daemon_restart() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    let script = "trap 'echo bye; exit 7' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let id = daemon
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout
+        .trim()
+        .to_owned();
+    wait_until("two ticks", Duration::from_secs(10), || {
+        daemon.docker_ok(&["logs", "ticker"]).stdout.lines().count() >= 2
+    });
+    let tail = daemon.docker_ok(&["logs", "--tail", "1", "ticker"]);
+    assert_eq!(tail.stdout.lines().count(), 1, "{tail}");
+    assert!(tail.stdout.starts_with("tick "), "{tail}");
+    let ts = daemon.docker_ok(&["logs", "--timestamps", "--tail", "1", "ticker"]);
+    assert!(ts.stdout.starts_with("20") && ts.stdout.contains("Z tick "), "{ts}");
+    let ps = daemon.docker_ok(&["ps", "--format", "{{.ID}} {{.Status}}"]);
+    assert!(ps.stdout.starts_with(&format!("{} Up ", &id[..12])), "{ps}");
+    let rm = daemon.docker(&["rm", "ticker"]);
+    assert!(!rm.status.success(), "{rm}");
+    assert!(
+        rm.stderr
+            .contains("container is running: stop the container before removing or force remove"),
+        "{rm}"
+    );
+    let pid = inspect(&daemon, "ticker")["State"]["Pid"].as_i64().expect("pid");
+    assert!(pid > 0);
+
+    // The daemon goes away; the container does not.
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the daemon"
+    );
+    let lines_before = fs::read_to_string(
+        Paths::new(dir.path(), "berth")
+            .data_root
+            .join("containers")
+            .join(&id)
+            .join(format!("{id}-json.log")),
+    )
+    .expect("log file")
+    .lines()
+    .count();
+    thread::sleep(Duration::from_millis(600));
+
+    let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
+    assert!(
+        daemon.log().contains("re-adopting running container"),
+        "{}",
+        daemon.log()
+    );
+    let ps = daemon.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    println!("$ docker ps (after the restart)\n{}", ps.stdout);
+    assert!(ps.stdout.starts_with("ticker Up "), "{ps}");
+    // Output written while no daemon ran is in the log, and it keeps growing.
+    let logs = daemon.docker_ok(&["logs", "ticker"]);
+    assert!(logs.stdout.lines().count() > lines_before, "{logs}");
+    let stop = daemon.docker_ok(&["stop", "ticker"]);
+    assert_eq!(stop.stdout.trim(), "ticker");
+    let v = inspect(&daemon, "ticker");
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    assert_eq!(
+        v["State"]["ExitCode"], 7,
+        "the trap ran: SIGTERM reached the container\n{v}"
+    );
+    assert!(
+        daemon
+            .docker_ok(&["logs", "--tail", "1", "ticker"])
+            .stdout
+            .contains("bye")
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // Stopping a stopped container is not an error (304).
+    daemon.docker_ok(&["stop", "ticker"]);
+    daemon.docker_ok(&["rm", "ticker"]);
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+    assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
+
+    // rm -f of a running container; kill with a signal.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    daemon.docker_ok(&["rm", "-f", "victim"]);
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kk",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    daemon.docker_ok(&["kill", "kk"]);
+    let wait = daemon.docker_ok(&["wait", "kk"]);
+    assert_eq!(wait.stdout.trim(), "137", "{wait}");
+    daemon.docker_ok(&["rm", "kk"]);
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+}
+
+#[test]
+fn network_modes_mounts_and_capabilities() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        daemon.docker(&all)
+    };
+
+    // none: only loopback, and it is up.
+    let out = run(&["--network", "none", "busybox", "cat", "/proc/net/dev"]);
+    assert!(out.status.success(), "{out}");
+    let ifaces: Vec<&str> = out.stdout.lines().skip(2).collect();
+    assert_eq!(ifaces.len(), 1, "{out}");
+    assert!(ifaces[0].trim_start().starts_with("lo:"), "{out}");
+    let out = run(&[
+        "--network",
+        "none",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "127.0.0.1",
+    ]);
+    assert!(out.status.success(), "loopback is up\n{out}");
+    // host: the host's interfaces.
+    let host_ifaces = fs::read_to_string("/proc/net/dev")
+        .expect("host net dev")
+        .lines()
+        .count();
+    let out = run(&["--network", "host", "busybox", "cat", "/proc/net/dev"]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(out.stdout.lines().count(), host_ifaces, "{out}");
+    let bad = run(&["--network", "site", "busybox", "true"]);
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("network site not found"), "{bad}");
+
+    // Bind mounts, ro and rw; tmpfs; hostname and /etc files.
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).expect("mkdir");
+    fs::write(data.join("in.txt"), "from the host\n").expect("write");
+    let ro = format!("{}:/data:ro", data.display());
+    let out = run(&[
+        "--network",
+        "none",
+        "-v",
+        &ro,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in.txt; touch /data/x",
+    ]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stdout.contains("from the host"), "{out}");
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
+    let rw = format!("{}:/data", data.display());
+    let out = run(&[
+        "--network",
+        "none",
+        "-v",
+        &rw,
+        "--tmpfs",
+        "/scratch:size=1m",
+        "--hostname",
+        "wn1",
+        "--add-host",
+        "db:192.0.2.9",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /data/out.txt && mount | grep -c ' /scratch ' && hostname && grep db /etc/hosts",
+    ]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(
+        fs::read_to_string(data.join("out.txt")).expect("written through the bind"),
+        "hi\n"
+    );
+    assert_eq!(out.stdout, "1\nwn1\n192.0.2.9\tdb\n", "{out}");
+
+    // Capabilities: the default set cannot set the hostname; SYS_ADMIN can.
+    let out = run(&["--network", "none", "busybox", "hostname", "x"]);
+    assert!(!out.status.success(), "{out}");
+    let out = run(&[
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname x && hostname",
+    ]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(out.stdout, "x\n");
+    let out = run(&[
+        "--network",
+        "none",
+        "--cap-drop",
+        "ALL",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(out.stdout.contains("0000000000000000"), "{out}");
+    let bad = run(&["--cap-add", "BOGUS", "busybox", "true"]);
+    assert!(bad.stderr.contains("unknown capability: \"CAP_BOGUS\""), "{bad}");
+    // --privileged: the host's bounding set and its devices.
+    let host_bnd = fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .expect("CapBnd")
+        .to_owned();
+    let out = run(&[
+        "--network",
+        "none",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep CapBnd /proc/self/status; ls /dev",
+    ]);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains(&host_bnd), "{out}\nhost {host_bnd}");
+    assert!(out.stdout.lines().count() > 12, "host devices visible\n{out}");
+    // A flag that is not built yet is refused, not ignored.
+    let out = run(&["--memory", "64m", "busybox", "true"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("--memory"), "{out}");
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+}
