@@ -578,7 +578,9 @@ mod tests {
     #[test]
     fn users_resolve_like_runc() {
         let r = rootfs();
-        let table: &[(&str, Option<(u32, u32, &[u32], &str)>)] = &[
+        // (uid, gid, additional gids, home); None = refused.
+        type Want = Option<(u32, u32, &'static [u32], &'static str)>;
+        let table: &[(&str, Want)] = &[
             ("", Some((0, 0, &[], "/root"))),
             ("root", Some((0, 0, &[], "/root"))),
             ("u", Some((1000, 1000, &[10], "/home/u"))),

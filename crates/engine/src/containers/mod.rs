@@ -848,7 +848,7 @@ fn shim_alive(pid: u32, dir: &Path) -> bool {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let want = dir.join("shim.json").display().to_string();
-    args.iter().any(|a| a == "shim") && args.iter().any(|a| *a == want)
+    args.iter().any(|a| a == "shim") && args.contains(&want)
 }
 
 /// Resolves when process `pid` has exited (child or not), reaping it if it is our child.
