@@ -152,7 +152,26 @@ fn run_rm_exit_codes_ps_inspect_and_bad_input() {
     let (_cleanup, daemon) = daemon_with_image(dir.path());
     let containers = daemon.paths.data_root.join("containers");
 
-    let out = daemon.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]);
+    // Container events, from a listener started first.
+    let mut events = Command::new("docker")
+        .env("DOCKER_CONFIG", &daemon.docker_config)
+        .args([
+            "-H",
+            &daemon.paths.host(),
+            "events",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .args(["--filter", "type=container", "--filter", "container=evt"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start docker events");
+    let events_out = drain(events.stdout.take());
+    thread::sleep(Duration::from_millis(300));
+
+    let out = daemon.docker_ok(&["run", "--rm", "--name", "evt", "busybox", "echo", "hi"]);
     println!("$ docker run --rm busybox echo hi\n{}", out.stdout);
     assert_eq!(out.stdout, "hi\n", "{out}");
     // The default bridge is not built: the warning says what the container got instead.
@@ -172,6 +191,15 @@ fn run_rm_exit_codes_ps_inspect_and_bad_input() {
 
     let out = daemon.docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{out}");
+    thread::sleep(Duration::from_millis(200));
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = events_out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    println!("$ docker events --filter container=evt\n{seen}");
+    assert_eq!(
+        seen, "create evt\nstart evt\ndie evt\ndestroy evt\n",
+        "only evt's events, in order"
+    );
 
     let out = daemon.docker(&["run", "--rm", "--network", "none", "busybox", "nosuch"]);
     println!("$ docker run --rm busybox nosuch\n{}", out.stderr);

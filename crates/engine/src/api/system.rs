@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::extract::{Query, State as StateExtractor};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderValue, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -224,20 +223,15 @@ pub(super) struct EventsQuery {
     filters: Option<String>,
 }
 
-/// `GET /events`: a JSON-lines stream. Nothing emits events yet, so it stays open, empty,
-/// until `until` passes, the client goes away, or the daemon shuts down.
+/// `GET /events`: a JSON-lines stream of container events (`create`, `start`, `die`, `kill`,
+/// `stop`, `destroy`) from now on, filtered by `type`, `container`, `event`, `image`; it ends
+/// when `until` passes, the client goes away, or the daemon shuts down. Past events are not
+/// kept, so `since` selects nothing earlier than the request.
 pub(super) async fn events(StateExtractor(state): AppState, Query(q): Query<EventsQuery>) -> Result<Response, Error> {
-    // No event is emitted yet, so no filter can exclude one; but a malformed one is still
-    // the client's error, as with dockerd.
-    if let Some(f) = q.filters.as_deref().filter(|f| !f.is_empty()) {
-        if !serde_json::from_str::<Value>(f).is_ok_and(|v| v.is_object()) {
-            return Err(Error::InvalidQuery {
-                name: "filters",
-                value: f.to_owned(),
-                reason: "expected a JSON object",
-            });
-        }
-    }
+    let filters = match q.filters.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => event_filters(f)?,
+        None => BTreeMap::new(),
+    };
     let since = q.since.as_deref().map(|v| parse_timestamp("since", v)).transpose()?;
     let until = q.until.as_deref().map(|v| parse_timestamp("until", v)).transpose()?;
     if let (Some(s), Some(u), Some(raw)) = (since, until, q.until.as_deref()) {
@@ -249,29 +243,86 @@ pub(super) async fn events(StateExtractor(state): AppState, Query(q): Query<Even
             });
         }
     }
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone();
+    let rx = state.containers.subscribe_events();
     let listener = ListenerGuard::new(state);
-    let wait = async move {
-        let _listener = listener;
-        let deadline = async {
-            match until {
-                Some(u) => {
-                    let left = u.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(left).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = deadline => {}
-            () = super::stopped(&mut shutdown) => {}
+    let deadline: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match until {
+        Some(u) => {
+            let left = u.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            Box::pin(tokio::time::sleep(left))
         }
+        None => Box::pin(std::future::pending()),
     };
-    let stream = futures::stream::once(wait).filter_map(|()| async { None::<Result<Bytes, Infallible>> });
+    let stream = futures::stream::unfold(
+        (rx, shutdown, deadline, listener, filters),
+        |(mut rx, mut shutdown, mut deadline, listener, filters)| async move {
+            loop {
+                let event = tokio::select! {
+                    () = &mut deadline => return None,
+                    () = super::stopped(&mut shutdown) => return None,
+                    e = rx.recv() => match e {
+                        Ok(e) => e,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "an events listener fell behind");
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                };
+                if !event_matches(&event, &filters) {
+                    continue;
+                }
+                let mut line = serde_json::to_vec(&event).expect("JSON");
+                line.push(b'\n');
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(line)),
+                    (rx, shutdown, deadline, listener, filters),
+                ));
+            }
+        },
+    );
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+/// `{"type":{"container":true}}` or `{"type":["container"]}`; known keys only.
+fn event_filters(raw: &str) -> Result<BTreeMap<String, Vec<String>>, Error> {
+    let bad = || Error::InvalidQuery {
+        name: "filters",
+        value: raw.to_owned(),
+        reason: "expected a JSON object",
+    };
+    let v: Value = serde_json::from_str(raw).map_err(|_| bad())?;
+    let obj = v.as_object().ok_or_else(bad)?;
+    let mut out = BTreeMap::new();
+    for (k, vals) in obj {
+        if !["type", "container", "event", "image"].contains(&k.as_str()) {
+            return Err(Error::InvalidFilter { name: k.clone() });
+        }
+        let vals: Vec<String> = match vals {
+            Value::Object(m) => m.keys().cloned().collect(),
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            _ => return Err(bad()),
+        };
+        out.insert(k.clone(), vals);
+    }
+    Ok(out)
+}
+
+fn event_matches(event: &Value, filters: &BTreeMap<String, Vec<String>>) -> bool {
+    let s = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    filters.iter().all(|(k, vals)| {
+        vals.is_empty()
+            || vals.iter().any(|v| match k.as_str() {
+                "type" => s("/Type") == v,
+                "event" => s("/Action") == v,
+                "image" => s("/Actor/Attributes/image") == v,
+                "container" => s("/Actor/ID").starts_with(v.as_str()) || s("/Actor/Attributes/name") == v,
+                _ => false,
+            })
+    })
 }
 
 /// Counts an open `/events` stream for as long as it lives.

@@ -2,7 +2,8 @@
 //! each start handed to a `berth shim` process that outlives the daemon.
 //!
 //! ```text
-//! <data-root>/containers/<id>/      created by create, removed by rm (or --rm after the exit)
+//! <data-root>/containers/<id>/      created by create, removed by rm (or --rm after the exit):
+//!                                    renamed to .del-<id> first, which open sweeps
 //!   container.json                   the record; replaced atomically (temp, fsync, rename,
 //!                                    fsync dir) by the daemon on every change of state
 //!   upper/ work/                     the overlay's writable layer, kept across restarts
@@ -151,6 +152,9 @@ pub(crate) struct Containers {
     exe: PathBuf,
     images: Arc<ImageStore>,
     table: Mutex<Table>,
+    /// Container events for `/events` (docker's `events.Message` shape); nothing is kept
+    /// for listeners that come later.
+    events: tokio::sync::broadcast::Sender<Value>,
 }
 
 #[derive(Default)]
@@ -180,6 +184,11 @@ impl Containers {
         let mut table = Table::default();
         for entry in std::fs::read_dir(&root).map_err(io_err("read", &root))? {
             let entry = entry.map_err(io_err("read", &root))?;
+            if entry.file_name().to_string_lossy().starts_with(".del-") {
+                // A removal the daemon did not finish.
+                let _ = remove_dir(&entry.path());
+                continue;
+            }
             let path = entry.path().join("container.json");
             let record: Record = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
                 Ok(Ok(r)) => r,
@@ -203,7 +212,43 @@ impl Containers {
             exe,
             images,
             table: Mutex::new(table),
+            events: tokio::sync::broadcast::Sender::new(256),
         })
+    }
+
+    /// A receiver of container events from now on.
+    pub(crate) fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    /// Sends a container event (`create`, `start`, `die`, `kill`, `stop`, `destroy`).
+    fn emit(&self, rec: &Record, action: &str, extra: &[(&str, String)]) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("image".into(), Value::String(rec.image.clone()));
+        attributes.insert("name".into(), Value::String(rec.name.clone()));
+        if let Some(labels) = rec.config.get("Labels").and_then(Value::as_object) {
+            for (k, v) in labels {
+                attributes.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in extra {
+            attributes.insert((*k).to_owned(), Value::String(v.clone()));
+        }
+        let _ = self.events.send(serde_json::json!({
+            "status": action,
+            "id": rec.id,
+            "from": rec.image,
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": rec.id, "Attributes": attributes},
+            "scope": "local",
+            "time": now.unix_timestamp(),
+            "timeNano": now.unix_timestamp_nanos() as i64,
+        }));
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -223,11 +268,6 @@ impl Containers {
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
                         self.on_exit(&entry).await;
-                    }
-                }
-                "removing" => {
-                    if let Err(e) = self.remove_now(&entry) {
-                        tracing::warn!(container = %rec.id, error = %e, "failed to finish a removal");
                     }
                 }
                 _ => {}
@@ -364,6 +404,7 @@ impl Containers {
             return Err(e);
         }
         tracing::info!(container = %id, name = %name, image = %record.image, "container created");
+        self.emit(&record, "create", &[]);
         Ok((id, parsed.warnings))
     }
 
@@ -430,6 +471,7 @@ impl Containers {
                     };
                 })?;
                 tracing::info!(container = %rec.id, pid, shim = shim_pid, "container started");
+                self.emit(&rec, "start", &[]);
                 self.watch(entry.clone(), shim_pid);
                 Ok(true)
             }
@@ -614,6 +656,7 @@ impl Containers {
         match rec {
             Ok(rec) => {
                 tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
+                self.emit(&rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
                 if rec.settings.auto_remove {
                     let _op = entry.op.lock().await;
                     if let Err(e) = self.remove_now(entry) {
@@ -647,7 +690,9 @@ impl Containers {
             return Err(Error::NotRunning { id: rec.id });
         }
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
-        self.signal(&rec, sig)
+        self.signal(&rec, sig)?;
+        self.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
+        Ok(())
     }
 
     /// Waits until the run counter passes `exits` (or the container is gone); false on
@@ -679,11 +724,13 @@ impl Containers {
         let t = timeout.or(rec.settings.stop_timeout).unwrap_or(10);
         let limit = (t >= 0).then(|| Duration::from_secs(t as u64));
         if Self::wait_exit(rx.clone(), exits, limit).await {
+            self.emit(&rec, "stop", &[]);
             return Ok(true);
         }
         tracing::info!(container = %rec.id, timeout = t, "container did not stop in time; killing it");
         self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
         Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
+        self.emit(&rec, "stop", &[]);
         Ok(true)
     }
 
@@ -710,13 +757,14 @@ impl Containers {
             .expect("removal does not panic")
     }
 
-    /// Marks the record `removing`, then unmounts and deletes everything; every step is
-    /// tried, and the first failure is returned (a later start of the daemon finishes).
+    /// Unmounts, renames the directory out of place (`.del-<id>`: atomic, so no half-removed
+    /// container is ever loaded), forgets the container, then deletes the files. Every step
+    /// is tried; the first failure is returned, and what is left `open` sweeps.
     fn remove_now(&self, entry: &Entry) -> Result<()> {
         if entry.phase.borrow().removed {
             return Ok(());
         }
-        let rec = self.update(entry, |r| r.state.status = "removing".into())?;
+        let rec = entry.record();
         let dir = self.dir(&rec.id);
         let mut first: Option<Error> = None;
         if let Err(e) = berth_runtime::unmount(&dir.join("rootfs")) {
@@ -729,16 +777,27 @@ impl Containers {
                 tracing::warn!(container = %rec.id, error = %e, "failed to remove runtime state");
             }
         }
-        if let Err(e) = remove_dir(&dir) {
-            tracing::warn!(container = %rec.id, error = %e, "failed to remove the container directory");
-            first.get_or_insert(e);
-        }
-        if let Some(e) = first {
-            return Err(e);
+        let doomed = self.root.join(format!(".del-{}", rec.id));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Still mounted or otherwise stuck: keep the container so rm can be retried.
+                let e = io_err("rename", &dir)(e);
+                tracing::warn!(container = %rec.id, error = %e, "failed to remove the container directory");
+                return Err(first.unwrap_or(e));
+            }
         }
         self.forget(entry);
+        self.emit(&rec, "destroy", &[]);
+        if let Err(e) = remove_dir(&doomed) {
+            tracing::warn!(container = %rec.id, error = %e, "failed to delete the container's files; the next start sweeps them");
+        }
         tracing::info!(container = %rec.id, "container removed");
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
