@@ -1,10 +1,10 @@
 //! End-to-end tests of containers through `berth daemon` with the real docker CLI (issue 5):
-//! `docker run --rm IMG echo hi` prints `hi`; exit codes propagate; a command missing from
+//! `docker run --rm IMG echo hi` prints `hi`; `run -i` feeds stdin; exit codes propagate; a command missing from
 //! the image fails with dockerd's message and exit code 127; `run -d` + `logs` + `stop` +
 //! `rm`; `ps -a` and its filters; `inspect`; a name conflict (409); an unknown image; `rmi` of
 //! an image a container uses (409); `--network none|host`, bind mounts `ro`, `--cap-add`,
 //! `--privileged`; and a daemon restart (SIGTERM, start again) that re-adopts a running
-//! container, whose logs continue and which `docker stop` then stops.
+//! container, whose logs continue and which `docker stop` then stops; container events.
 //!
 //! Needs root (namespaces, overlay, cgroups). Every shim, mount and cgroup a test leaves is
 //! removed by a guard, also when the test fails.
@@ -137,6 +137,30 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the docker CLI with `input` on its stdin.
+fn docker_with_input(daemon: &DaemonProcess, args: &[&str], input: &[u8]) -> (std::process::ExitStatus, String) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", &daemon.docker_config)
+        .args(["-H", &daemon.paths.host()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start docker");
+    let out = drain(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    let status = wait_deadline(&mut child, CLI_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("docker {args:?} timed out")
+    });
+    (status, out.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
+}
+
 fn inspect(daemon: &DaemonProcess, name: &str) -> serde_json::Value {
     let out = daemon.docker_ok(&["inspect", name]);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect is JSON");
@@ -200,6 +224,25 @@ fn run_rm_exit_codes_ps_inspect_and_bad_input() {
         seen, "create evt\nstart evt\ndie evt\ndestroy evt\n",
         "only evt's events, in order"
     );
+
+    // -i: the client's input is the container's stdin, EOF included.
+    let (status, out) = docker_with_input(
+        &daemon,
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "read a; echo got $a; wc -l",
+        ],
+        b"one\ntwo\nthree\n",
+    );
+    assert!(status.success());
+    assert_eq!(out, "got one\n2\n");
 
     let out = daemon.docker(&["run", "--rm", "--network", "none", "busybox", "nosuch"]);
     println!("$ docker run --rm busybox nosuch\n{}", out.stderr);

@@ -197,12 +197,20 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let stdin: OwnedFd = match &config.stdin_fifo {
-        // Read-write so the open does not wait for a writer; the daemon's attach writes.
-        Some(fifo) => File::options()
-            .read(true)
-            .open(fifo)
-            .map_err(|e| format!("open stdin {}: {e}", fifo.display()))?
-            .into(),
+        // Non-blocking open, so it does not wait for a writer (the daemon's attach, which
+        // opened it before the start when there is one); then blocking reads for the container,
+        // which sees EOF once no writer is left.
+        Some(fifo) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo)
+                .map_err(|e| format!("open stdin {}: {e}", fifo.display()))?;
+            nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+                .map_err(|e| format!("stdin {}: {e}", fifo.display()))?;
+            f.into()
+        }
         None => File::open("/dev/null")
             .map_err(|e| format!("open /dev/null: {e}"))?
             .into(),

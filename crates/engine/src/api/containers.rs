@@ -553,11 +553,32 @@ pub(super) async fn attach(
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
     let rec = entry.record();
-    if q.flag("stdin") {
-        return Err(Error::NotBuilt {
-            what: "attaching to a container's stdin".into(),
-        });
-    }
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    // `-i`: the client's input goes to the container's stdin FIFO. Opened read-write, so
+    // the open never waits and the container's first read does not see EOF before the
+    // client has sent anything; dropped when the client closes its input.
+    let stdin = if q.flag("stdin") && rec.settings.open_stdin {
+        if !upgrade {
+            return Err(Error::InvalidQuery {
+                name: "stdin",
+                value: "1".into(),
+                reason: "stdin needs a hijacked connection (Upgrade: tcp)",
+            });
+        }
+        let fifo = state.containers.stdin_fifo(&rec.id);
+        Some(
+            tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(&fifo)
+                .map_err(|source| Error::Io {
+                    op: "open",
+                    path: fifo,
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
     if rec.state.status != "running" && rec.state.status != "created" && q.flag("stream") {
         return Err(Error::AttachStopped);
     }
@@ -570,6 +591,7 @@ pub(super) async fn attach(
     let cursor = LogCursor::at_end(&path);
     let rx = entry.subscribe();
     let phase = *rx.borrow();
+    let mut started = rx.clone();
     let (tx, mut body_rx) = mpsc::channel::<Bytes>(64);
     if q.flag("logs") {
         let history = berth_runtime::read_all(&path).unwrap_or_default();
@@ -588,7 +610,6 @@ pub(super) async fn attach(
     } else {
         drop(tx);
     }
-    let upgrade = req.headers().contains_key(header::UPGRADE);
     if !upgrade {
         let stream = futures::stream::unfold(body_rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
@@ -608,14 +629,32 @@ pub(super) async fn attach(
                 return;
             }
         };
-        let mut io = TokioIo::new(upgraded);
+        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        let input = stdin.map(|mut fifo| {
+            tokio::spawn(async move {
+                // Until the client half-closes; then the FIFO's last writer goes and the
+                // container reads EOF.
+                if let Err(e) = tokio::io::copy(&mut reader, &mut fifo).await {
+                    tracing::debug!(error = %e, "attach stdin ended");
+                }
+                // A FIFO that nobody has open loses what it holds: keep our end until the
+                // container (its shim) has the read end open, i.e. until it runs.
+                let _ = started
+                    .wait_for(|p| p.running || p.exits > phase.exits || p.removed)
+                    .await;
+                drop(fifo);
+            })
+        });
         while let Some(b) = body_rx.recv().await {
-            if io.write_all(&b).await.is_err() {
-                return;
+            if writer.write_all(&b).await.is_err() {
+                break;
             }
         }
-        let _ = io.flush().await;
-        let _ = io.shutdown().await;
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+        if let Some(input) = input {
+            input.abort();
+        }
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -395,8 +395,16 @@ impl Containers {
             entry
         };
         let dir = self.dir(&id);
+        let fifo = self.stdin_fifo(&id);
         let written = std::fs::create_dir_all(&dir)
             .map_err(io_err("create directory", &dir))
+            .and_then(|()| {
+                if record.settings.open_stdin {
+                    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(|e| io_err("create FIFO", &fifo)(e.into()))?;
+                }
+                Ok(())
+            })
             .and_then(|()| self.persist(&record));
         if let Err(e) = written {
             let _ = remove_dir(&dir);
@@ -594,7 +602,7 @@ impl Containers {
             exit_file,
             rootfs: rootfs.to_path_buf(),
             loopback_up: s.network != Network::Host,
-            stdin_fifo: None,
+            stdin_fifo: s.open_stdin.then(|| self.stdin_fifo(&rec.id)),
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_atomic(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
@@ -813,6 +821,11 @@ impl Containers {
 
     pub(crate) fn dir_of(&self, id: &str) -> PathBuf {
         self.dir(id)
+    }
+
+    /// The FIFO a `-i` container reads its stdin from.
+    pub(crate) fn stdin_fifo(&self, id: &str) -> PathBuf {
+        self.dir(id).join("stdin")
     }
 }
 

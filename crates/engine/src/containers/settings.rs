@@ -86,6 +86,10 @@ pub(crate) struct Settings {
     pub(crate) auto_remove: bool,
     pub(crate) stop_signal: String,
     pub(crate) stop_timeout: Option<i64>,
+    /// `-i`: the container's stdin is a FIFO that an attach writes to; it sees EOF when the
+    /// attached client closes its input (or at once when nobody attaches).
+    #[serde(default)]
+    pub(crate) open_stdin: bool,
 }
 
 /// A create request, understood.
@@ -225,9 +229,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     if config.get("Tty").and_then(Value::as_bool) == Some(true) {
         return Err(not_built("-t/--tty (a pseudo-terminal for the container)"));
     }
-    if config.get("OpenStdin").and_then(Value::as_bool) == Some(true) {
-        return Err(not_built("-i/--interactive (the container's stdin)"));
-    }
+    let open_stdin = config.get("OpenStdin").and_then(Value::as_bool) == Some(true);
     if config.get("NetworkDisabled").and_then(Value::as_bool) == Some(true) {
         return Err(not_built("Config.NetworkDisabled; use --network none"));
     }
@@ -446,6 +448,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         auto_remove: hc.get("AutoRemove").and_then(Value::as_bool).unwrap_or(false),
         stop_signal,
         stop_timeout: config.get("StopTimeout").and_then(Value::as_i64),
+        open_stdin,
     };
     // Capabilities are checked now, not at start.
     berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
@@ -464,8 +467,8 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "AttachStdout": config.get("AttachStdout").and_then(Value::as_bool).unwrap_or(false),
         "AttachStderr": config.get("AttachStderr").and_then(Value::as_bool).unwrap_or(false),
         "Tty": false,
-        "OpenStdin": false,
-        "StdinOnce": false,
+        "OpenStdin": open_stdin,
+        "StdinOnce": config.get("StdinOnce").and_then(Value::as_bool).unwrap_or(false),
         "Env": env,
         "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
         "Image": string(config.get("Image")),
