@@ -391,6 +391,21 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     let pid = inspect(&daemon, "ticker")["State"]["Pid"].as_i64().expect("pid");
     assert!(pid > 0);
 
+    // One that ends while no daemon runs: its real exit code is recorded by its shim.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "brief",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 4",
+    ]);
+    let brief_pid = inspect(&daemon, "brief")["State"]["Pid"].as_i64().expect("pid");
+
     // The daemon goes away; the container does not.
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
@@ -408,7 +423,12 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     .expect("log file")
     .lines()
     .count();
-    thread::sleep(Duration::from_millis(600));
+    wait_until(
+        "brief to exit while the daemon is down",
+        Duration::from_secs(10),
+        || !Path::new(&format!("/proc/{brief_pid}")).exists(),
+    );
+    thread::sleep(Duration::from_millis(300));
 
     let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
     assert!(
@@ -418,7 +438,12 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     );
     let ps = daemon.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     println!("$ docker ps (after the restart)\n{}", ps.stdout);
-    assert!(ps.stdout.starts_with("ticker Up "), "{ps}");
+    assert!(ps.stdout.lines().any(|l| l.starts_with("ticker Up ")), "{ps}");
+    assert!(!ps.stdout.contains("brief"), "{ps}");
+    let brief = inspect(&daemon, "brief");
+    assert_eq!(brief["State"]["Status"], "exited", "{brief}");
+    assert_eq!(brief["State"]["ExitCode"], 4, "{brief}");
+    daemon.docker_ok(&["rm", "brief"]);
     // Output written while no daemon ran is in the log, and it keeps growing.
     let logs = daemon.docker_ok(&["logs", "ticker"]);
     assert!(logs.stdout.lines().count() > lines_before, "{logs}");
