@@ -632,8 +632,55 @@ fn network_modes_mounts_and_capabilities() {
     assert!(out.stdout.contains(&host_bnd), "{out}\nhost {host_bnd}");
     assert!(out.stdout.lines().count() > 12, "host devices visible\n{out}");
     // A flag that is not built yet is refused, not ignored.
-    let out = run(&["--memory", "64m", "busybox", "true"]);
+    let out = run(&["--device", "/dev/fuse", "busybox", "true"]);
     assert!(!out.status.success(), "{out}");
-    assert!(out.stderr.contains("--memory"), "{out}");
+    assert!(out.stderr.contains("--device"), "{out}");
+    let out = run(&["--memory", "1m", "busybox", "true"]);
+    assert!(out.stderr.contains("Minimum memory limit allowed is 6MB"), "{out}");
+
+    // cgroup limits are applied: the container sees them, and a fork bomb stays contained.
+    let out = run(&[
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max",
+    ]);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.starts_with("33554432\n20\n"), "{out}");
+    let bomb = "for i in $(seq 30); do sleep 3 & done; echo all-started";
+    let out = run(&["--network", "none", "--pids-limit", "10", "busybox", "sh", "-c", bomb]);
+    assert!(
+        !out.status.success() && !out.stdout.contains("all-started"),
+        "pids limit not enforced: {out}"
+    );
+    let out = run(&["--network", "none", "busybox", "sh", "-c", bomb]);
+    assert!(out.status.success() && out.stdout.contains("all-started"), "{out}");
+    // --user and --workdir; --read-only.
+    let out = run(&[
+        "--network",
+        "none",
+        "--user",
+        "1000:1000",
+        "-w",
+        "/tmp/work",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; pwd",
+    ]);
+    assert_eq!(out.stdout, "1000\n1000\n/tmp/work\n", "{out}");
+    let out = run(&["--network", "none", "--read-only", "busybox", "touch", "/x"]);
+    assert!(
+        !out.status.success() && out.stderr.contains("Read-only file system"),
+        "{out}"
+    );
     assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
 }

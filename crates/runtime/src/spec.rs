@@ -126,6 +126,29 @@ pub struct EtcFiles {
     pub hostname: PathBuf,
 }
 
+/// cgroup limits (v1 and v2 alike; libcgroups writes them). `None` leaves a limit unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Bytes (`--memory`).
+    pub memory: Option<i64>,
+    /// Memory + swap in bytes, -1 unlimited (`--memory-swap`).
+    pub memory_swap: Option<i64>,
+    /// Bytes (`--memory-reservation`).
+    pub memory_reservation: Option<i64>,
+    /// Relative weight (`--cpu-shares`).
+    pub cpu_shares: Option<u64>,
+    /// Microseconds per period (`--cpus`, `--cpu-quota`).
+    pub cpu_quota: Option<i64>,
+    /// Microseconds (`--cpu-period`).
+    pub cpu_period: Option<u64>,
+    /// `0-3,5` (`--cpuset-cpus`).
+    pub cpuset_cpus: Option<String>,
+    /// `0,1` (`--cpuset-mems`).
+    pub cpuset_mems: Option<String>,
+    /// Most tasks (`--pids-limit`).
+    pub pids_limit: Option<i64>,
+}
+
 /// What a container runs with, resolved by the engine from the image config, `Config` and
 /// `HostConfig`.
 #[derive(Debug, Clone)]
@@ -151,6 +174,7 @@ pub struct ContainerSpec {
     pub etc: EtcFiles,
     /// cgroupfs path, e.g. `/berth/<id>`.
     pub cgroups_path: String,
+    pub resources: Resources,
 }
 
 /// Writes `<bundle>/config.json` for `spec`, with `rootfs` (the mounted overlay) as root.
@@ -202,16 +226,53 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     if spec.network == NetworkMode::Private {
         namespaces.push(json!({"type": "network"}));
     }
+    let mut resources = json!({
+        "devices": if spec.privileged {
+            json!([{"allow": true, "access": "rwm"}])
+        } else {
+            default_device_rules()
+        },
+    });
+    let r = &spec.resources;
+    let mut memory = serde_json::Map::new();
+    if let Some(v) = r.memory {
+        memory.insert("limit".into(), json!(v));
+    }
+    if let Some(v) = r.memory_swap {
+        memory.insert("swap".into(), json!(v));
+    }
+    if let Some(v) = r.memory_reservation {
+        memory.insert("reservation".into(), json!(v));
+    }
+    if !memory.is_empty() {
+        resources["memory"] = Value::Object(memory);
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(v) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_period {
+        cpu.insert("period".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_cpus {
+        cpu.insert("cpus".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_mems {
+        cpu.insert("mems".into(), json!(v));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(v) = r.pids_limit {
+        resources["pids"] = json!({"limit": v});
+    }
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": spec.cgroups_path,
-        "resources": {
-            "devices": if spec.privileged {
-                json!([{"allow": true, "access": "rwm"}])
-            } else {
-                default_device_rules()
-            },
-        },
+        "resources": resources,
     });
     if !spec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
@@ -572,6 +633,7 @@ mod tests {
                 hostname: "/c/hostname".into(),
             },
             cgroups_path: "/berth/abc".into(),
+            resources: Resources::default(),
         }
     }
 

@@ -578,6 +578,7 @@ impl Containers {
             readonly_rootfs: s.readonly_rootfs,
             etc,
             cgroups_path: format!("/berth/{}", rec.id),
+            resources: s.resources.clone(),
         };
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;

@@ -90,6 +90,8 @@ pub(crate) struct Settings {
     /// attached client closes its input (or at once when nobody attaches).
     #[serde(default)]
     pub(crate) open_stdin: bool,
+    #[serde(default)]
+    pub(crate) resources: berth_runtime::Resources,
 }
 
 /// A create request, understood.
@@ -136,18 +138,9 @@ fn string(v: Option<&Value>) -> String {
 /// `HostConfig` fields that change how a container runs and are not built yet: refused, so
 /// a limit or device the user asked for is never silently missing.
 const HOST_CONFIG_NOT_BUILT: &[(&str, &str)] = &[
-    ("Memory", "--memory"),
-    ("MemorySwap", "--memory-swap"),
-    ("MemoryReservation", "--memory-reservation"),
     ("KernelMemory", "--kernel-memory"),
-    ("NanoCpus", "--cpus"),
-    ("CpuShares", "--cpu-shares"),
-    ("CpuPeriod", "--cpu-period"),
-    ("CpuQuota", "--cpu-quota"),
     ("CpuRealtimePeriod", "--cpu-rt-period"),
     ("CpuRealtimeRuntime", "--cpu-rt-runtime"),
-    ("CpusetCpus", "--cpuset-cpus"),
-    ("CpusetMems", "--cpuset-mems"),
     ("BlkioWeight", "--blkio-weight"),
     ("BlkioWeightDevice", "--blkio-weight-device"),
     ("BlkioDeviceReadBps", "--device-read-bps"),
@@ -191,16 +184,12 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     for (field, flag) in HOST_CONFIG_NOT_BUILT {
         let v = hc.get(*field);
         // The CLI sends -1 for "unlimited" swap and swappiness.
-        let unlimited = matches!(*field, "MemorySwap" | "MemorySwappiness") && v.and_then(Value::as_i64) == Some(-1);
+        let unlimited = *field == "MemorySwappiness" && v.and_then(Value::as_i64) == Some(-1);
         if is_set(v) && !unlimited {
             return Err(not_built(format!("{flag} (HostConfig.{field})")));
         }
     }
-    if let Some(pids) = hc.get("PidsLimit").and_then(Value::as_i64) {
-        if pids > 0 {
-            return Err(not_built("--pids-limit (HostConfig.PidsLimit)"));
-        }
-    }
+    let resources = resources(hc)?;
     match hc.get("CgroupnsMode").and_then(Value::as_str).unwrap_or("") {
         "" | "private" => {}
         other => return Err(not_built(format!("--cgroupns {other}"))),
@@ -449,6 +438,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         stop_signal,
         stop_timeout: config.get("StopTimeout").and_then(Value::as_i64),
         open_stdin,
+        resources,
     };
     // Capabilities are checked now, not at start.
     berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
@@ -499,6 +489,83 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         host_config,
         warnings,
     })
+}
+
+/// The cgroup limits, checked as dockerd checks them.
+fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
+    let int = |k: &str| hc.get(k).and_then(Value::as_i64).filter(|&v| v != 0);
+    let text = |k: &str| {
+        hc.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let mut r = berth_runtime::Resources {
+        memory: int("Memory"),
+        memory_swap: int("MemorySwap"),
+        memory_reservation: int("MemoryReservation"),
+        cpu_shares: int("CpuShares").map(|v| v as u64),
+        cpu_quota: int("CpuQuota"),
+        cpu_period: int("CpuPeriod").map(|v| v as u64),
+        cpuset_cpus: text("CpusetCpus"),
+        cpuset_mems: text("CpusetMems"),
+        pids_limit: int("PidsLimit").filter(|&v| v > 0),
+    };
+    if let Some(m) = r.memory {
+        if m < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    match (r.memory, r.memory_swap) {
+        (None, Some(s)) if s > 0 => {
+            return Err(invalid(
+                "You should always set the Memory limit when using Memoryswap limit, see usage",
+            ));
+        }
+        (Some(m), Some(s)) if s > 0 && s < m => {
+            return Err(invalid(
+                "Minimum memoryswap limit should be larger than memory limit, see usage",
+            ));
+        }
+        // dockerd's default: as much swap as memory.
+        (Some(m), None) => r.memory_swap = Some(2 * m),
+        _ => {}
+    }
+    if r.memory_swap.is_some_and(|s| s != -1) && !swap_accounting() {
+        // The kernel cannot limit swap: a limit the user did not ask for is dropped (as
+        // dockerd does); one they asked for is refused.
+        if int("MemorySwap").is_some_and(|s| s > 0) {
+            return Err(invalid(
+                "this kernel does not support swap limits (no memory.memsw.limit_in_bytes); leave --memory-swap unset",
+            ));
+        }
+        r.memory_swap = None;
+    }
+    if r.memory_swap == Some(-1) && !swap_accounting() {
+        r.memory_swap = None;
+    }
+    if let Some(nano) = int("NanoCpus") {
+        if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            return Err(invalid(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        if nano < 10_000_000 || nano > ncpu * 1_000_000_000 {
+            return Err(invalid(format!(
+                "Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
+            )));
+        }
+        r.cpu_period = Some(100_000);
+        r.cpu_quota = Some(nano * 100_000 / 1_000_000_000);
+    }
+    Ok(r)
+}
+
+/// Whether the memory cgroup can limit swap (v1: `memory.memsw.*`; v2: `memory.swap.max`).
+fn swap_accounting() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 /// `-v SRC:DST[:OPTS]`: a host path (created when missing, as dockerd does for `-v`), or a
@@ -677,7 +744,19 @@ mod tests {
     #[test]
     fn refusals_name_the_flag() {
         let table: &[(Value, &str)] = &[
-            (json!({"HostConfig": {"Memory": 1048576}}), "--memory"),
+            (
+                json!({"HostConfig": {"Memory": 1048576}}),
+                "Minimum memory limit allowed is 6MB",
+            ),
+            (
+                json!({"HostConfig": {"Memory": 67108864, "MemorySwap": 1048576}}),
+                "larger than memory limit",
+            ),
+            (json!({"HostConfig": {"NanoCpus": 1000}}), "Range of CPUs"),
+            (
+                json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}}),
+                "--device",
+            ),
             (
                 json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
                 "-p/--publish",
@@ -710,6 +789,13 @@ mod tests {
         // The CLI's defaults are not refusals.
         let ok = json!({"HostConfig": {"MemorySwap": 0, "PidsLimit": null, "MemorySwappiness": -1, "ShmSize": 0, "CgroupnsMode": "private", "IpcMode": "private", "RestartPolicy": {"Name": "no"}}});
         parse(&ok, &image(), ID).unwrap();
+        let limits =
+            json!({"HostConfig": {"Memory": 67108864, "NanoCpus": 500000000, "PidsLimit": 20, "CpuShares": 512}});
+        let r = parse(&limits, &image(), ID).unwrap().settings.resources;
+        assert_eq!(r.memory, Some(64 << 20));
+        assert_eq!((r.cpu_quota, r.cpu_period), (Some(50_000), Some(100_000)));
+        assert_eq!(r.pids_limit, Some(20));
+        assert_eq!(r.cpu_shares, Some(512));
     }
 
     #[test]
