@@ -468,6 +468,27 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
     assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
 
+    // logs -f follows until the container ends; restart runs it again, appending to the log.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo n$i; sleep 0.3; done",
+    ]);
+    let follow = daemon.docker_ok(&["logs", "-f", "counter"]);
+    assert_eq!(follow.stdout, "n1\nn2\nn3\n", "{follow}");
+    daemon.docker_ok(&["restart", "counter"]);
+    daemon.docker_ok(&["wait", "counter"]);
+    let again = daemon.docker_ok(&["logs", "counter"]);
+    assert_eq!(again.stdout, "n1\nn2\nn3\nn1\nn2\nn3\n", "{again}");
+    daemon.docker_ok(&["rm", "counter"]);
+
     // rm -f of a running container; kill with a signal.
     daemon.docker_ok(&[
         "run",

@@ -76,6 +76,27 @@ pub(super) async fn stop(
     })
 }
 
+/// `POST /containers/{id}/restart?t=&signal=`: stop (when running), then start.
+pub(super) async fn restart(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    let q = Query::new(raw);
+    let entry = state.containers.get(&id)?;
+    let t = match q.get("t").filter(|t| !t.is_empty()) {
+        Some(t) => Some(t.parse::<i64>().map_err(|_| Error::InvalidQuery {
+            name: "t",
+            value: t.to_owned(),
+            reason: "expected a number of seconds",
+        })?),
+        None => None,
+    };
+    state.containers.stop(&entry, t, q.get("signal")).await?;
+    state.containers.start(&entry).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /containers/{id}/kill?signal=` (default SIGKILL).
 pub(super) async fn kill(
     StateExtractor(state): AppState,
