@@ -705,3 +705,53 @@ fn network_modes_mounts_and_capabilities() {
     );
     assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
 }
+
+#[test]
+fn tty_run_it_through_a_terminal() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    // -t without a terminal on our side: the container still gets one, output is raw.
+    let out = daemon.docker_ok(&[
+        "run",
+        "-t",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "test -t 1 && echo is-a-tty; tty",
+    ]);
+    assert_eq!(out.stdout, "is-a-tty\r\n/dev/pts/0\r\n", "{out}");
+    // -it driven through a pseudo-terminal (`script`): the size, input, output, exit code.
+    let docker = format!(
+        "stty rows 33 cols 111; DOCKER_CONFIG={} docker -H {} run -it --rm --network none busybox sh",
+        daemon.docker_config.display(),
+        daemon.paths.host()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &docker, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start script (util-linux)");
+    let out = drain(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("piped");
+    let typist = thread::spawn(move || {
+        use std::io::Write;
+        thread::sleep(Duration::from_millis(1500));
+        let _ = stdin.write_all(b"stty size; echo hello-$((1+2)); exit 4\r");
+        thread::sleep(Duration::from_secs(3));
+    });
+    let status = wait_deadline(&mut child, CLI_TIMEOUT).expect("docker run -it finished");
+    let _ = typist.join();
+    let out = out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    println!("$ docker run -it busybox sh (through script)\n{out}");
+    assert_eq!(status.code(), Some(4), "{out}");
+    assert!(out.contains("33 111\r\n"), "{out}");
+    assert!(out.contains("hello-3\r\n"), "{out}");
+}

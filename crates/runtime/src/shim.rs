@@ -46,8 +46,18 @@ pub struct ShimConfig {
     pub rootfs: PathBuf,
     /// The container has its own network namespace: bring `lo` up in it.
     pub loopback_up: bool,
-    /// A FIFO to use as the container's stdin (`docker run -i`); `/dev/null` otherwise.
+    /// A FIFO to use as the container's stdin (`docker run -i`); `/dev/null` otherwise. With
+    /// a terminal the shim reads it and writes to the terminal.
     pub stdin_fifo: Option<PathBuf>,
+    /// `docker run -t`: the container gets a pseudo-terminal whose output is logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// The terminal's first size, (rows, columns).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// With a terminal: a FIFO of `ROWS COLS` lines that resize it.
+    #[serde(default)]
+    pub resize_fifo: Option<PathBuf>,
 }
 
 /// The one line a shim writes to the daemon once the container runs, or failed to.
@@ -185,8 +195,10 @@ fn report(r: &ShimReport) {
 
 struct Started {
     pid: Pid,
-    stdout: File,
-    stderr: File,
+    /// (output, stream name): the two pipes, or the terminal's master as stdout.
+    outputs: Vec<(File, &'static str)>,
+    /// With a terminal: its master (input and resizes go there).
+    master: Option<File>,
 }
 
 /// Creates and starts the container; the error is the message the user sees.
@@ -194,49 +206,127 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
 
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let stdin: OwnedFd = match &config.stdin_fifo {
-        // Non-blocking open, so it does not wait for a writer (the daemon's attach, which
-        // opened it before the start when there is one); then blocking reads for the container,
-        // which sees EOF once no writer is left.
-        Some(fifo) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = File::options()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(fifo)
-                .map_err(|e| format!("open stdin {}: {e}", fifo.display()))?;
-            nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-                .map_err(|e| format!("stdin {}: {e}", fifo.display()))?;
-            f.into()
-        }
-        None => File::open("/dev/null")
-            .map_err(|e| format!("open /dev/null: {e}"))?
-            .into(),
-    };
     std::fs::create_dir_all(&config.state_root).map_err(|e| format!("create {}: {e}", config.state_root.display()))?;
-    let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
-        .map_err(|e| chain(&e))?
-        .with_stdin(stdin)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(|e| chain(&e))?;
+    let mut outputs = Vec::new();
+    let mut console = None;
+    let builder = if config.tty {
+        let (listener, path) = console_listener(config).map_err(|e| format!("console socket: {e}"))?;
+        console = Some((listener, path.clone()));
+        builder.with_console_socket(Some(path))
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        outputs.push((File::from(out_r), "stdout"));
+        outputs.push((File::from(err_r), "stderr"));
+        let stdin: OwnedFd = match &config.stdin_fifo {
+            Some(fifo) => open_fifo_reader(fifo, false)?.into(),
+            None => File::open("/dev/null")
+                .map_err(|e| format!("open /dev/null: {e}"))?
+                .into(),
+        };
+        builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w)
+    };
+    let built = builder
         .as_init(&config.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| chain(&e));
+    if let Some((_, path)) = &console {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut container = built?;
+    let master = match console {
+        Some((listener, _)) => {
+            let master = receive_master(&listener).map_err(|e| {
+                let _ = container.delete(true);
+                format!("failed to receive the terminal from the container: {e}")
+            })?;
+            if let Some((rows, cols)) = config.console_size {
+                set_winsize(&master, rows, cols);
+            }
+            let out = master.try_clone().map_err(|e| format!("dup terminal: {e}"))?;
+            outputs.push((out, "stdout"));
+            Some(master)
+        }
+        None => None,
+    };
     let pid = container.pid().ok_or("container has no pid after create")?;
     if config.loopback_up {
         loopback_up(pid).map_err(|e| format!("failed to bring up loopback in the container: {e}"))?;
     }
     container.start().map_err(|e| chain(&e))?;
-    Ok(Started {
-        pid,
-        stdout: File::from(out_r),
-        stderr: File::from(err_r),
-    })
+    Ok(Started { pid, outputs, master })
+}
+
+/// Opens a FIFO for reading without waiting for a writer; `nonblocking` keeps it so.
+fn open_fifo_reader(fifo: &Path, nonblocking: bool) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .map_err(|e| format!("open {}: {e}", fifo.display()))?;
+    if !nonblocking {
+        nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+            .map_err(|e| format!("{}: {e}", fifo.display()))?;
+    }
+    Ok(f)
+}
+
+/// A listening socket libcontainer sends the terminal's master to. Bound by a relative
+/// name from inside the state root, as a socket path is limited to 108 bytes.
+fn console_listener(config: &ShimConfig) -> io::Result<(OwnedFd, PathBuf)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, listen, socket};
+    let name = format!("{}.console", &config.id[..config.id.len().min(16)]);
+    let path = config.state_root.join(&name);
+    let _ = std::fs::remove_file(&path);
+    let sock = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let cwd = std::env::current_dir()?;
+    std::env::set_current_dir(&config.state_root)?;
+    let bound = UnixAddr::new(name.as_str()).and_then(|addr| bind(sock.as_raw_fd(), &addr));
+    std::env::set_current_dir(cwd)?;
+    bound?;
+    listen(&sock, nix::sys::socket::Backlog::new(1).map_err(io::Error::from)?)?;
+    Ok((sock, path))
+}
+
+/// Accepts libcontainer's connection (already queued: it connected and sent during build)
+/// and takes the master from its SCM_RIGHTS message.
+fn receive_master(listener: &OwnedFd) -> io::Result<File> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, accept, recvmsg};
+    let conn = accept(listener.as_raw_fd())?;
+    // SAFETY: accept returned a new descriptor that we own.
+    let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel installed this descriptor for us.
+                return Ok(unsafe { File::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::other("no descriptor in the console message"))
+}
+
+fn set_winsize(master: &File, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass, which outlives the call.
+    unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
 }
 
 /// The error and its sources, one after the other.
@@ -302,7 +392,8 @@ fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Copies output into the log until the container exits; returns (exit code, signal).
+/// Copies output into the log (and, with a terminal, input and resizes into it) until the
+/// container exits; returns (exit code, signal).
 fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
     let mut log = match LogWriter::open(&config.log_path, config.log_limits) {
         Ok(l) => Some(l),
@@ -312,14 +403,27 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
         }
     };
     let pidfd = pidfd_open(started.pid).ok();
-    let mut streams = [
-        (Some(started.stdout), "stdout", Vec::new()),
-        (Some(started.stderr), "stderr", Vec::new()),
-    ];
+    let mut streams: Vec<(Option<File>, &str, Vec<u8>)> = started
+        .outputs
+        .into_iter()
+        .map(|(f, n)| (Some(f), n, Vec::new()))
+        .collect();
+    let mut master = started.master;
+    // With a terminal the shim carries stdin and resizes to it.
+    let mut stdin = match (&master, &config.stdin_fifo) {
+        (Some(_), Some(f)) => open_fifo_reader(f, true).ok(),
+        _ => None,
+    };
+    let mut resize = match (&master, &config.resize_fifo) {
+        // Read-write: never EOF, however often the daemon opens and closes it.
+        (Some(_), Some(f)) => File::options().read(true).write(true).open(f).ok(),
+        _ => None,
+    };
+    let mut resize_buf = Vec::new();
     let mut exited = pidfd.is_none();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
+        let open: Vec<usize> = (0..streams.len()).filter(|&i| streams[i].0.is_some()).collect();
         if open.is_empty() && exited {
             break;
         }
@@ -334,6 +438,14 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             }
             _ => None,
         };
+        let stdin_slot = stdin.as_ref().filter(|_| !exited).map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let resize_slot = resize.as_ref().filter(|_| !exited).map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         // After the exit, pipes held open by escaped processes must not keep us forever.
         let timeout = if exited {
             PollTimeout::from(200u16)
@@ -350,12 +462,36 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             }
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
-        if let Some(slot) = pidfd_slot {
-            if ready[slot] {
-                exited = true;
+        drop(fds);
+        if pidfd_slot.is_some_and(|s| ready[s]) {
+            exited = true;
+        }
+        if stdin_slot.is_some_and(|s| ready[s]) {
+            let n = stdin.as_mut().map_or(Ok(0), |f| f.read(&mut buf));
+            match n {
+                Ok(n) if n > 0 => {
+                    if let Some(m) = master.as_mut() {
+                        let _ = m.write_all(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // EOF: the attached client closed its input.
+                _ => stdin = None,
             }
         }
-        drop(fds);
+        if resize_slot.is_some_and(|s| ready[s]) {
+            if let Some(Ok(n)) = resize.as_mut().map(|f| f.read(&mut buf)) {
+                resize_buf.extend_from_slice(&buf[..n]);
+                while let Some(i) = resize_buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = resize_buf.drain(..=i).collect();
+                    let text = String::from_utf8_lossy(&line);
+                    let mut it = text.split_whitespace().map(|x| x.parse::<u16>());
+                    if let (Some(Ok(rows)), Some(Ok(cols)), Some(m)) = (it.next(), it.next(), master.as_ref()) {
+                        set_winsize(m, rows, cols);
+                    }
+                }
+            }
+        }
         for (k, &i) in open.iter().enumerate() {
             if !ready[k] {
                 continue;
@@ -364,6 +500,7 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             let n = match file.as_mut().expect("open").read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A terminal's master reads EIO once every slave is closed: its EOF.
                 Err(_) => 0,
             };
             if n == 0 {
@@ -377,8 +514,10 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
                 continue;
             }
             partial.extend_from_slice(&buf[..n]);
-            // Whole lines go out now; a partial line waits for its end (or 16 KiB).
+            // Whole lines go out now; a partial line waits for its end (or 16 KiB), except
+            // on a terminal, where a prompt without a newline must show at once.
             let cut = match partial.iter().rposition(|&b| b == b'\n') {
+                _ if master.is_some() => partial.len(),
                 Some(i) => i + 1,
                 None if partial.len() >= 16 * 1024 => partial.len(),
                 None => 0,
@@ -397,6 +536,7 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             break;
         }
     }
+    master.take();
     for (_, name, partial) in &mut streams {
         if !partial.is_empty() {
             if let Some(l) = log.as_mut() {

@@ -25,6 +25,7 @@ use crate::error::Error;
 type AppState = StateExtractor<Arc<State>>;
 
 const MULTIPLEXED: &str = "application/vnd.docker.multiplexed-stream";
+const RAW: &str = "application/vnd.docker.raw-stream";
 
 /// `POST /containers/create?name=`.
 pub(super) async fn create(
@@ -95,6 +96,27 @@ pub(super) async fn restart(
     state.containers.stop(&entry, t, q.get("signal")).await?;
     state.containers.start(&entry).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub(super) async fn resize(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    let q = Query::new(raw);
+    let entry = state.containers.get(&id)?;
+    let dim = |name: &'static str| -> Result<u16, Error> {
+        let v = q.get(name).unwrap_or("");
+        v.parse().map_err(|_| Error::InvalidQuery {
+            name,
+            value: v.to_owned(),
+            reason: "expected a number of rows or columns",
+        })
+    };
+    let (h, w) = (dim("h")?, dim("w")?);
+    state.containers.resize(&entry, h, w)?;
+    Ok(StatusCode::OK)
 }
 
 /// `POST /containers/{id}/kill?signal=` (default SIGKILL).
@@ -400,6 +422,8 @@ struct Wanted {
     stdout: bool,
     stderr: bool,
     timestamps: bool,
+    /// A terminal's output is one raw stream, without frame headers.
+    raw: bool,
 }
 
 /// One 8-byte-header frame (moby `pkg/stdcopy`): stream 1 stdout, 2 stderr.
@@ -414,6 +438,9 @@ fn frame(e: &LogEntry, w: Wanted) -> Option<Bytes> {
     } else {
         e.log.clone()
     };
+    if w.raw {
+        return Some(Bytes::from(payload));
+    }
     let mut out = Vec::with_capacity(8 + payload.len());
     out.extend_from_slice(&[kind, 0, 0, 0]);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -470,10 +497,12 @@ pub(super) async fn logs(
 ) -> Result<Response, Error> {
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
+    let raw = entry.record().settings.tty;
     let w = Wanted {
         stdout: q.flag("stdout"),
         stderr: q.flag("stderr"),
         timestamps: q.flag("timestamps"),
+        raw,
     };
     if !w.stdout && !w.stderr {
         return Err(Error::InvalidQuery {
@@ -603,10 +632,13 @@ pub(super) async fn attach(
     if rec.state.status != "running" && rec.state.status != "created" && q.flag("stream") {
         return Err(Error::AttachStopped);
     }
+    let raw = rec.settings.tty;
+    let content_type = HeaderValue::from_static(if raw { RAW } else { MULTIPLEXED });
     let w = Wanted {
         stdout: q.flag("stdout"),
         stderr: q.flag("stderr"),
         timestamps: false,
+        raw,
     };
     let path = state.containers.log_path_of(&entry.id);
     let cursor = LogCursor::at_end(&path);
@@ -680,7 +712,7 @@ pub(super) async fn attach(
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
+    h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     Ok(resp)
@@ -701,6 +733,7 @@ mod tests {
             stdout: true,
             stderr: true,
             timestamps: false,
+            raw: false,
         };
         assert_eq!(&frame(&e, w).unwrap()[..], b"\x02\0\0\0\0\0\0\x03hi\n");
         assert!(frame(&e, Wanted { stderr: false, ..w }).is_none());
@@ -711,5 +744,6 @@ mod tests {
         assert_eq!(human_duration(90), "About a minute");
         assert_eq!(human_duration(7200), "2 hours");
         assert!(entry_time("2026-01-01T00:00:00.5Z") > 1.7e9);
+        assert_eq!(&frame(&e, Wanted { raw: true, ..w }).unwrap()[..], b"hi\n");
     }
 }

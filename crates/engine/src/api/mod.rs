@@ -87,6 +87,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/stop", post(containers::stop))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))

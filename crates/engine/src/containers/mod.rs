@@ -403,6 +403,11 @@ impl Containers {
                     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
                         .map_err(|e| io_err("create FIFO", &fifo)(e.into()))?;
                 }
+                if record.settings.tty {
+                    let resize = self.resize_fifo(&id);
+                    nix::unistd::mkfifo(&resize, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(|e| io_err("create FIFO", &resize)(e.into()))?;
+                }
                 Ok(())
             })
             .and_then(|()| self.persist(&record));
@@ -564,7 +569,7 @@ impl Containers {
             env: s.env.clone(),
             cwd: s.cwd.clone(),
             user: s.user.clone(),
-            tty: false,
+            tty: s.tty,
             hostname: s.hostname.clone(),
             domainname: s.domainname.clone(),
             network: match s.network {
@@ -604,6 +609,9 @@ impl Containers {
             rootfs: rootfs.to_path_buf(),
             loopback_up: s.network != Network::Host,
             stdin_fifo: s.open_stdin.then(|| self.stdin_fifo(&rec.id)),
+            tty: s.tty,
+            console_size: s.console_size,
+            resize_fifo: s.tty.then(|| self.resize_fifo(&rec.id)),
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_atomic(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
@@ -822,6 +830,33 @@ impl Containers {
 
     pub(crate) fn dir_of(&self, id: &str) -> PathBuf {
         self.dir(id)
+    }
+
+    /// The FIFO a `-t` container's shim reads `ROWS COLS` lines from.
+    pub(crate) fn resize_fifo(&self, id: &str) -> PathBuf {
+        self.dir(id).join("resize")
+    }
+
+    /// `POST /containers/{id}/resize?h=&w=`: passed to the shim, which owns the terminal.
+    pub(crate) fn resize(&self, entry: &Entry, rows: u16, cols: u16) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let rec = entry.record();
+        if !rec.running() {
+            return Err(Error::NotRunning { id: rec.id });
+        }
+        if !rec.settings.tty {
+            // dockerd answers a resize of a container without a terminal with success too.
+            return Ok(());
+        }
+        let path = self.resize_fifo(&rec.id);
+        let mut f = std::fs::File::options()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        f.write_all(format!("{rows} {cols}\n").as_bytes())
+            .map_err(io_err("write", &path))
     }
 
     /// The FIFO a `-i` container reads its stdin from.

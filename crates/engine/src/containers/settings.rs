@@ -92,6 +92,12 @@ pub(crate) struct Settings {
     pub(crate) open_stdin: bool,
     #[serde(default)]
     pub(crate) resources: berth_runtime::Resources,
+    /// `-t`: a pseudo-terminal; output is one raw stream.
+    #[serde(default)]
+    pub(crate) tty: bool,
+    /// The terminal's first (rows, columns).
+    #[serde(default)]
+    pub(crate) console_size: Option<(u16, u16)>,
 }
 
 /// A create request, understood.
@@ -215,9 +221,12 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
             return Err(not_built(format!("{flag} (Config.{field})")));
         }
     }
-    if config.get("Tty").and_then(Value::as_bool) == Some(true) {
-        return Err(not_built("-t/--tty (a pseudo-terminal for the container)"));
-    }
+    let tty = config.get("Tty").and_then(Value::as_bool) == Some(true);
+    let console_size = hc
+        .get("ConsoleSize")
+        .and_then(Value::as_array)
+        .and_then(|a| Some((a.first()?.as_u64()? as u16, a.get(1)?.as_u64()? as u16)))
+        .filter(|&(h, w)| h > 0 && w > 0);
     let open_stdin = config.get("OpenStdin").and_then(Value::as_bool) == Some(true);
     if config.get("NetworkDisabled").and_then(Value::as_bool) == Some(true) {
         return Err(not_built("Config.NetworkDisabled; use --network none"));
@@ -439,6 +448,8 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         stop_timeout: config.get("StopTimeout").and_then(Value::as_i64),
         open_stdin,
         resources,
+        tty,
+        console_size,
     };
     // Capabilities are checked now, not at start.
     berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
@@ -456,7 +467,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "AttachStdin": config.get("AttachStdin").and_then(Value::as_bool).unwrap_or(false),
         "AttachStdout": config.get("AttachStdout").and_then(Value::as_bool).unwrap_or(false),
         "AttachStderr": config.get("AttachStderr").and_then(Value::as_bool).unwrap_or(false),
-        "Tty": false,
+        "Tty": tty,
         "OpenStdin": open_stdin,
         "StdinOnce": config.get("StdinOnce").and_then(Value::as_bool).unwrap_or(false),
         "Env": env,
@@ -772,7 +783,6 @@ mod tests {
                 json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),
                 "--log-driver syslog",
             ),
-            (json!({"Tty": true}), "--tty"),
             (json!({"WorkingDir": "rel"}), "absolute path"),
             (
                 json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}]}}),
