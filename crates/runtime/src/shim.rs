@@ -163,26 +163,28 @@ pub fn shim_main(config_path: &Path) -> i32 {
         pid: Some(started.pid.as_raw()),
         error: None,
     });
-    // The daemon reads one line; from now on stdout goes nowhere.
-    if let Ok(null) = File::options().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
-    }
     let status = supervise(&config, started);
-    cleanup_state(&config);
-    if let Err(e) = crate::rootfs::unmount(&config.rootfs) {
-        tracing::warn!(container = %config.id, error = %e, "failed to unmount the root filesystem");
-    }
     let record = ExitRecord {
         exit_code: status.0,
         finished_at: now_rfc3339(),
         signal: status.1,
     };
     let data = serde_json::to_vec(&record).expect("serialisable");
+    let mut code = 0;
     if let Err(e) = write_atomic(&config.exit_file, &data) {
         tracing::error!(container = %config.id, error = %e, "failed to record the exit status");
-        return 1;
+        code = 1;
     }
-    0
+    // Our stdout is the daemon's pipe: closing it tells the daemon the exit is recorded,
+    // before the slow part (removing cgroups, unmounting the overlay syncs its upper layer).
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+    cleanup_state(&config);
+    if let Err(e) = crate::rootfs::unmount(&config.rootfs) {
+        tracing::warn!(container = %config.id, error = %e, "failed to unmount the root filesystem");
+    }
+    code
 }
 
 fn report(r: &ShimReport) {
@@ -580,8 +582,9 @@ fn cleanup_state(config: &ShimConfig) {
 }
 
 /// Spawns `exe shim CONFIG` with stderr appended to `shim_log` and waits for its report.
-/// Blocking: call it from a blocking thread. Returns the shim's pid and the container's.
-pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> Result<(u32, i32), Error> {
+/// Blocking: call it from a blocking thread. Returns the shim's pid, the container's, and
+/// the read end of the shim's stdout, which reaches EOF once the exit is recorded.
+pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> Result<(u32, i32, OwnedFd), Error> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let log = File::options()
@@ -604,7 +607,9 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
     let shim_pid = child.id();
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
-    let read = io::BufReader::new(stdout).read_line(&mut line);
+    let mut reader = io::BufReader::new(stdout);
+    let read = reader.read_line(&mut line);
+    let pipe = OwnedFd::from(reader.into_inner());
     let fail = |reason: String| Error::Shim {
         id: id.to_owned(),
         reason,
@@ -620,7 +625,7 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
             let report: ShimReport =
                 serde_json::from_str(&line).map_err(|e| fail(format!("bad report {line:?}: {e}")))?;
             match (report.pid, report.error) {
-                (Some(pid), None) => Ok((shim_pid, pid)),
+                (Some(pid), None) => Ok((shim_pid, pid, pipe)),
                 (_, Some(e)) => Err(fail(e)),
                 (None, None) => Err(fail("empty report".to_owned())),
             }

@@ -105,6 +105,8 @@ pub(crate) struct Phase {
     pub(crate) exits: u64,
     pub(crate) exit_code: i64,
     pub(crate) removed: bool,
+    /// A shim runs for the container (also while it cleans up after the exit).
+    pub(crate) shim_alive: bool,
 }
 
 /// One container.
@@ -123,6 +125,7 @@ impl Entry {
             exits: 0,
             exit_code: record.state.exit_code,
             removed: false,
+            shim_alive: false,
         };
         Arc::new(Entry {
             id: record.id.clone(),
@@ -264,10 +267,16 @@ impl Containers {
                 "running" => {
                     if shim_alive(rec.state.shim_pid, &self.dir(&rec.id)) {
                         tracing::info!(container = %rec.id, shim = rec.state.shim_pid, "re-adopting running container");
-                        self.watch(entry.clone(), rec.state.shim_pid);
+                        self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
-                        self.on_exit(&entry).await;
+                        self.on_exit(&entry, 0).await;
+                    }
+                }
+                // A --rm container whose removal a crash interrupted.
+                "exited" if rec.settings.auto_remove => {
+                    if let Err(e) = self.remove_now(&entry) {
+                        tracing::warn!(container = %rec.id, error = %e, "failed to finish an auto-removal");
                     }
                 }
                 _ => {}
@@ -471,7 +480,7 @@ impl Containers {
             .await
             .expect("start does not panic");
         match started {
-            Ok((shim_pid, pid)) => {
+            Ok((shim_pid, pid, pipe)) => {
                 self.update(entry, |r| {
                     r.state = RunState {
                         status: "running".into(),
@@ -485,7 +494,7 @@ impl Containers {
                 })?;
                 tracing::info!(container = %rec.id, pid, shim = shim_pid, "container started");
                 self.emit(&rec, "start", &[]);
-                self.watch(entry.clone(), shim_pid);
+                self.watch(entry.clone(), shim_pid, Some(pipe));
                 Ok(true)
             }
             Err(e) => {
@@ -528,7 +537,7 @@ impl Containers {
 
     /// Mounts the root filesystem, writes the bundle and starts the shim. On any failure
     /// the mount is undone.
-    fn start_blocking(&self, rec: &Record) -> Result<(u32, i32)> {
+    fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd)> {
         let dir = self.dir(&rec.id);
         let image = self.images.get(&rec.image_id)?;
         let lowers: Vec<PathBuf> = image
@@ -549,7 +558,7 @@ impl Containers {
         result
     }
 
-    fn launch(&self, rec: &Record, dir: &Path, rootfs: &Path) -> Result<(u32, i32)> {
+    fn launch(&self, rec: &Record, dir: &Path, rootfs: &Path) -> Result<(u32, i32, OwnedFd)> {
         let s = &rec.settings;
         let etc = berth_runtime::write_etc_files(
             dir,
@@ -623,32 +632,46 @@ impl Containers {
         )?)
     }
 
-    /// Waits for the shim to exit (pidfd), then records the container's exit.
-    fn watch(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: u32) {
+    /// Waits for the shim to record the exit (its stdout pipe closes; for an adopted shim,
+    /// its own exit), then records the container's exit.
+    fn watch(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: u32, pipe: Option<OwnedFd>) {
         let this = self.clone();
+        entry.phase.send_modify(|p| p.shim_alive = true);
         tokio::spawn(async move {
-            wait_for_exit(shim_pid).await;
-            this.on_exit(&entry).await;
+            match pipe.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
+                Some(Ok(mut rx)) => {
+                    use tokio::io::AsyncReadExt;
+                    let mut sink = [0u8; 64];
+                    while matches!(rx.read(&mut sink).await, Ok(n) if n > 0) {}
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(container = %entry.id, error = %e, "cannot watch the shim's pipe; waiting for its exit");
+                    wait_for_exit(shim_pid).await;
+                }
+                None => wait_for_exit(shim_pid).await,
+            }
+            this.on_exit(&entry, shim_pid).await;
         });
     }
 
-    /// Records how the run ended (from the shim's exit file), cleans up what the shim could
-    /// not, and removes the container when it was created with `--rm`.
-    async fn on_exit(self: &Arc<Self>, entry: &Arc<Entry>) {
+    /// Records how the run ended (from the shim's exit file) and tells waiters; a `--rm`
+    /// container is forgotten at once. What takes time (the shim's cleanup, the unmount,
+    /// deleting files) finishes in the background.
+    async fn on_exit(self: &Arc<Self>, entry: &Arc<Entry>, shim_pid: u32) {
         let dir = self.dir(&entry.id);
-        let exit = match ExitRecord::read(&dir.join("exit.json")) {
-            Ok(Some(e)) => Some(e),
-            Ok(None) => None,
+        let read = || match ExitRecord::read(&dir.join("exit.json")) {
+            Ok(e) => e,
             Err(e) => {
                 tracing::warn!(container = %entry.id, error = %e, "unreadable exit record");
                 None
             }
         };
-        let rootfs = dir.join("rootfs");
-        if berth_runtime::is_mounted(&rootfs) {
-            if let Err(e) = berth_runtime::unmount(&rootfs) {
-                tracing::warn!(container = %entry.id, error = %e, "failed to unmount after the exit");
-            }
+        let mut exit = read();
+        if exit.is_none() {
+            // The pipe closed without a record: the shim died (or is about to); its exit
+            // settles it.
+            wait_for_exit(shim_pid).await;
+            exit = read();
         }
         let rec = self.update(entry, |r| {
             r.state.status = "exited".into();
@@ -670,19 +693,46 @@ impl Containers {
             p.running = false;
             p.exits += 1;
         });
-        match rec {
+        let auto_remove = match &rec {
             Ok(rec) => {
                 tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
-                self.emit(&rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
-                if rec.settings.auto_remove {
-                    let _op = entry.op.lock().await;
-                    if let Err(e) = self.remove_now(entry) {
-                        tracing::warn!(container = %rec.id, error = %e, "failed to auto-remove");
-                    }
-                }
+                self.emit(rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
+                rec.settings.auto_remove
             }
-            Err(e) => tracing::error!(container = %entry.id, error = %e, "failed to record the exit"),
+            Err(e) => {
+                tracing::error!(container = %entry.id, error = %e, "failed to record the exit");
+                false
+            }
+        };
+        if auto_remove {
+            // The record stays on disk until the files go: a crash in between is finished by
+            // `restore`.
+            self.forget(entry);
+            if let Ok(rec) = &rec {
+                self.emit(rec, "destroy", &[]);
+            }
         }
+        let this = self.clone();
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            wait_for_exit(shim_pid).await;
+            entry.phase.send_modify(|p| p.shim_alive = false);
+            let job = this.clone();
+            let e = entry.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if auto_remove {
+                    job.delete_files(&e.id)
+                } else {
+                    // The shim unmounts; if it could not, do it here.
+                    berth_runtime::unmount(&job.dir(&e.id).join("rootfs")).map_err(Error::from)
+                }
+            })
+            .await
+            .expect("cleanup does not panic");
+            if let Err(e) = done {
+                tracing::warn!(container = %entry.id, error = %e, "cleanup after the exit failed");
+            }
+        });
     }
 
     /// Sends `signal` to the container's init process.
@@ -767,6 +817,9 @@ impl Containers {
         if entry.phase.borrow().removed {
             return Ok(());
         }
+        // The shim may still be unmounting; its mount must be gone before the rename.
+        let mut rx = entry.subscribe();
+        let _ = tokio::time::timeout(KILL_WAIT, rx.wait_for(|p| !p.shim_alive)).await;
         let this = self.clone();
         let e = entry.clone();
         tokio::task::spawn_blocking(move || this.remove_now(&e))
@@ -774,43 +827,49 @@ impl Containers {
             .expect("removal does not panic")
     }
 
-    /// Unmounts, renames the directory out of place (`.del-<id>`: atomic, so no half-removed
-    /// container is ever loaded), forgets the container, then deletes the files. Every step
-    /// is tried; the first failure is returned, and what is left `open` sweeps.
+    /// Forgets the container and deletes its files (see [`delete_files`](Self::delete_files)).
     fn remove_now(&self, entry: &Entry) -> Result<()> {
         if entry.phase.borrow().removed {
-            return Ok(());
+            return self.delete_files(&entry.id);
         }
         let rec = entry.record();
-        let dir = self.dir(&rec.id);
+        // Unmount first: a container that cannot be unmounted stays, so rm can be retried.
+        berth_runtime::unmount(&self.dir(&rec.id).join("rootfs"))?;
+        self.forget(entry);
+        self.emit(&rec, "destroy", &[]);
+        self.delete_files(&rec.id)
+    }
+
+    /// Unmounts, renames the directory out of place (`.del-<id>`: atomic, so no half-removed
+    /// container is ever loaded), then deletes the files. Every step is tried; the first
+    /// failure is returned, and what is left `open` sweeps.
+    fn delete_files(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id);
         let mut first: Option<Error> = None;
         if let Err(e) = berth_runtime::unmount(&dir.join("rootfs")) {
-            tracing::warn!(container = %rec.id, error = %e, "failed to unmount");
+            tracing::warn!(container = %id, error = %e, "failed to unmount");
             first.get_or_insert(e.into());
         }
-        let state = self.state_root.join(&rec.id);
+        let state = self.state_root.join(id);
         if state.exists() {
             if let Err(e) = std::fs::remove_dir_all(&state) {
-                tracing::warn!(container = %rec.id, error = %e, "failed to remove runtime state");
+                tracing::warn!(container = %id, error = %e, "failed to remove runtime state");
             }
         }
-        let doomed = self.root.join(format!(".del-{}", rec.id));
+        let doomed = self.root.join(format!(".del-{id}"));
         match std::fs::rename(&dir, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                // Still mounted or otherwise stuck: keep the container so rm can be retried.
                 let e = io_err("rename", &dir)(e);
-                tracing::warn!(container = %rec.id, error = %e, "failed to remove the container directory");
+                tracing::warn!(container = %id, error = %e, "failed to remove the container directory");
                 return Err(first.unwrap_or(e));
             }
         }
-        self.forget(entry);
-        self.emit(&rec, "destroy", &[]);
         if let Err(e) = remove_dir(&doomed) {
-            tracing::warn!(container = %rec.id, error = %e, "failed to delete the container's files; the next start sweeps them");
+            tracing::warn!(container = %id, error = %e, "failed to delete the container's files; the next start sweeps them");
         }
-        tracing::info!(container = %rec.id, "container removed");
+        tracing::info!(container = %id, "container removed");
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -961,6 +1020,9 @@ fn shim_alive(pid: u32, dir: &Path) -> bool {
 
 /// Resolves when process `pid` has exited (child or not), reaping it if it is our child.
 async fn wait_for_exit(pid: u32) {
+    if pid == 0 {
+        return;
+    }
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd >= 0 {
