@@ -474,6 +474,10 @@ impl Containers {
         if rec.state.status == "removing" {
             return Err(Error::NoSuchContainer { name: rec.id });
         }
+        // The previous run's shim may still be unmounting the root filesystem this start
+        // is about to mount again.
+        let mut rx = entry.subscribe();
+        let _ = tokio::time::timeout(KILL_WAIT, rx.wait_for(|p| !p.shim_alive)).await;
         let this = self.clone();
         let job = rec.clone();
         let started = tokio::task::spawn_blocking(move || this.start_blocking(&job))
