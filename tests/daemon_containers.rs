@@ -755,3 +755,46 @@ fn tty_run_it_through_a_terminal() {
     assert!(out.contains("33 111\r\n"), "{out}");
     assert!(out.contains("hello-3\r\n"), "{out}");
 }
+
+#[test]
+fn kill_9_of_the_daemon_leaves_containers_running() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, mut daemon) = daemon_with_image(dir.path());
+    let names: Vec<String> = (0..5).map(|i| format!("live{i}")).collect();
+    for n in &names {
+        daemon.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do echo up; sleep 0.2; done",
+        ]);
+    }
+    daemon.child.kill().expect("SIGKILL the daemon");
+    let _ = daemon.child.wait();
+    drop(daemon);
+    let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
+    let ps = daemon.docker_ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    println!("$ docker ps (after kill -9 and a restart)\n{}", ps.stdout);
+    for n in &names {
+        assert!(ps.stdout.contains(&format!("{n} running")), "{n}\n{ps}");
+    }
+    let mut args = vec!["stop"];
+    args.extend(names.iter().map(String::as_str));
+    daemon.docker_ok(&args);
+    for n in &names {
+        assert_eq!(inspect(&daemon, n)["State"]["ExitCode"], 0, "{n}");
+    }
+    let mut args = vec!["rm"];
+    args.extend(names.iter().map(String::as_str));
+    daemon.docker_ok(&args);
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+}
