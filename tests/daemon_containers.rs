@@ -468,6 +468,47 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
     assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
 
+    // docker exec into a running container: output, exit code, stdin, user, workdir, env.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "host1",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let out = daemon.docker(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=42",
+        "host1",
+        "sh",
+        "-c",
+        "echo $X $(id -u) $(pwd); echo err >&2; exit 6",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{out}");
+    assert_eq!(out.stdout, "42 65534 /tmp\n", "{out}");
+    assert_eq!(out.stderr, "err\n", "{out}");
+    let (status, out) = docker_with_input(&daemon, &["exec", "-i", "host1", "wc", "-l"], b"a\nb\nc\n");
+    assert!(status.success());
+    assert_eq!(out.trim(), "3");
+    let out = daemon.docker(&["exec", "host1", "nosuch"]);
+    assert_eq!(out.status.code(), Some(127), "{out}");
+    assert!(out.stderr.contains("executable file not found in $PATH"), "{out}");
+    daemon.docker_ok(&["rm", "-f", "host1"]);
+    let out = daemon.docker(&["exec", "host1", "true"]);
+    assert!(
+        !out.status.success() && out.stderr.contains("No such container"),
+        "{out}"
+    );
+
     // logs -f follows until the container ends; restart runs it again, appending to the log.
     daemon.docker_ok(&[
         "run",

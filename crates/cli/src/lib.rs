@@ -78,6 +78,13 @@ enum Command {
         /// The shim's JSON config, written by the daemon.
         config: std::path::PathBuf,
     },
+    /// Runs one process in a running container for the daemon (`docker exec`; not for
+    /// direct use).
+    #[command(hide = true)]
+    ShimExec {
+        /// The exec's JSON config, written by the daemon.
+        config: std::path::PathBuf,
+    },
 }
 
 /// Logs go to stderr from a background thread through a buffer that is flushed whenever the
@@ -126,7 +133,11 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Rmi(args) => commands::rmi::run(args, client, printer).await,
         Command::InspectImage(args) => commands::inspect_image::run(args, client, printer).await,
         Command::Image(cmd) => commands::image::run(cmd, client, printer).await,
-        Command::Daemon(_) | Command::Registry(_) | Command::Version | Command::Shim { .. } => {
+        Command::Daemon(_)
+        | Command::Registry(_)
+        | Command::Version
+        | Command::Shim { .. }
+        | Command::ShimExec { .. } => {
             unreachable!("not a client command")
         }
     }
@@ -147,12 +158,25 @@ pub fn main() -> ExitCode {
             .init();
         return ExitCode::from(berth_runtime::shim_main(config).clamp(0, 255) as u8);
     }
+    if let Command::ShimExec { config } = &cli.command {
+        // Single-threaded for the same reason as the shim; its stdio belongs to the exec'd
+        // process, so logs go nowhere unless RUST_LOG asks.
+        if std::env::var_os(env_vars::RUST_LOG).is_some() {
+            let filter = tracing_subscriber::EnvFilter::from_env(env_vars::RUST_LOG);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+        }
+        return ExitCode::from(berth_runtime::exec_main(config).clamp(0, 255) as u8);
+    }
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     let result = match cli.command {
         Command::Daemon(args) => commands::daemon::run(*args, cli.host),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
-        Command::Shim { .. } => unreachable!("handled above"),
+        Command::Shim { .. } | Command::ShimExec { .. } => unreachable!("handled above"),
         Command::Version => client_command(|_| async {
             let client = client::Client::new(cli.host.as_deref()).ok();
             commands::version::run(client.as_ref(), &printer).await

@@ -81,6 +81,8 @@ pub enum Error {
     ContainerRunning { name: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    #[error("No such exec instance: {id}")]
+    NoSuchExec { id: String },
     #[error("You cannot attach to a stopped container, start it first")]
     AttachStopped,
     #[error("{message}")]
@@ -127,7 +129,7 @@ impl Error {
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
-            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } => ErrorKind::NotFound,
+            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } | Error::NoSuchExec { .. } => ErrorKind::NotFound,
             // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
             Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
             Error::NameConflict { .. }

@@ -5,12 +5,14 @@
 //! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`].
 
 mod error;
+mod exec;
 mod log;
 mod rootfs;
 mod shim;
 mod spec;
 
 pub use error::{Error, ErrorKind};
+pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};

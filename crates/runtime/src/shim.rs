@@ -332,7 +332,7 @@ fn set_winsize(master: &File, rows: u16, cols: u16) {
 }
 
 /// The error and its sources, one after the other.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {

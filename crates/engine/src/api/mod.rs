@@ -4,6 +4,7 @@
 mod archive;
 mod auth;
 mod containers;
+mod exec;
 mod images;
 mod pull;
 mod push;
@@ -92,6 +93,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -289,9 +293,9 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("POST", "/v1.45/containers/x/exec").await;
+        let (s, _, body) = call("POST", "/v1.45/containers/x/pause").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: POST /containers/x/exec is not implemented yet");
+        assert_eq!(message(&body), "berth: POST /containers/x/pause is not implemented yet");
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

@@ -158,6 +158,22 @@ pub(crate) struct Containers {
     /// Container events for `/events` (docker's `events.Message` shape); nothing is kept
     /// for listeners that come later.
     events: tokio::sync::broadcast::Sender<Value>,
+    /// `docker exec` instances, by exec ID (in memory: dockerd forgets them on restart too).
+    execs: Mutex<HashMap<String, Arc<Exec>>>,
+}
+
+/// One `docker exec`.
+pub(crate) struct Exec {
+    pub(crate) id: String,
+    pub(crate) container: String,
+    pub(crate) config: berth_runtime::ExecConfig,
+    /// The command line as given, for inspect.
+    pub(crate) user: String,
+    pub(crate) attach_stdin: bool,
+    pub(crate) attach_stdout: bool,
+    pub(crate) attach_stderr: bool,
+    /// (started, running, exit code).
+    pub(crate) state: Mutex<(bool, bool, Option<i64>)>,
 }
 
 #[derive(Default)]
@@ -216,7 +232,98 @@ impl Containers {
             images,
             table: Mutex::new(table),
             events: tokio::sync::broadcast::Sender::new(256),
+            execs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `POST /containers/{id}/exec`: records an exec for a running container.
+    pub(crate) fn exec_create(&self, entry: &Entry, body: &Value) -> Result<String> {
+        let rec = entry.record();
+        if !rec.running() {
+            return Err(Error::NotRunning { id: rec.id });
+        }
+        let strings = |k: &str| -> Vec<String> {
+            body.get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let args = strings("Cmd");
+        if args.is_empty() {
+            return Err(Error::InvalidContainerConfig {
+                reason: "No exec command specified".into(),
+            });
+        }
+        if body.get("Tty").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::NotBuilt {
+                what: "docker exec -t (a terminal for an exec)".into(),
+            });
+        }
+        if body.get("Privileged").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::NotBuilt {
+                what: "docker exec --privileged".into(),
+            });
+        }
+        let user = body.get("User").and_then(Value::as_str).unwrap_or("").to_owned();
+        let (uid, gid) = if user.is_empty() {
+            (None, None)
+        } else {
+            let (u, g) = berth_runtime::resolve_exec_user(&user, &self.dir(&rec.id).join("rootfs"))?;
+            (Some(u), Some(g))
+        };
+        let env = strings("Env")
+            .into_iter()
+            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let cwd = body
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from);
+        let id = new_id();
+        let flag = |k: &str| body.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let exec = Exec {
+            id: id.clone(),
+            container: rec.id.clone(),
+            config: berth_runtime::ExecConfig {
+                id: rec.id.clone(),
+                state_root: self.state_root.clone(),
+                args,
+                env,
+                cwd,
+                uid,
+                gid,
+            },
+            user,
+            attach_stdin: flag("AttachStdin"),
+            attach_stdout: flag("AttachStdout"),
+            attach_stderr: flag("AttachStderr"),
+            state: Mutex::new((false, false, None)),
+        };
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), Arc::new(exec));
+        self.emit(&rec, "exec_create", &[]);
+        Ok(id)
+    }
+
+    pub(crate) fn exec_get(&self, id: &str) -> Result<Arc<Exec>> {
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchExec { id: id.to_owned() })
+    }
+
+    /// The `berth shim-exec` command for `exec` (its config written next to the container).
+    pub(crate) fn exec_command(&self, exec: &Exec) -> Result<tokio::process::Command> {
+        let path = self.dir(&exec.container).join(format!("exec-{}.json", exec.id));
+        berth_runtime::write_atomic(&path, &serde_json::to_vec(&exec.config).expect("serialisable"))?;
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("shim-exec").arg(path).env_remove("RUST_LOG");
+        Ok(cmd)
     }
 
     /// A receiver of container events from now on.
