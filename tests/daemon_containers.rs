@@ -839,3 +839,71 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
     daemon.docker_ok(&args);
     assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
 }
+
+#[test]
+fn restart_policies() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo a; sleep 0.3",
+    ]);
+    wait_until("on-failure:2 to give up", Duration::from_secs(20), || {
+        let v = inspect(&daemon, "flaky");
+        v["RestartCount"] == 2 && v["State"]["Status"] == "exited"
+    });
+    thread::sleep(Duration::from_millis(800));
+    let v = inspect(&daemon, "flaky");
+    assert_eq!(v["RestartCount"], 2, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 1, "{v}");
+    assert_eq!(daemon.docker_ok(&["logs", "flaky"]).stdout, "run\nrun\nrun\n");
+    wait_until("always to restart twice", Duration::from_secs(20), || {
+        inspect(&daemon, "again")["RestartCount"].as_u64().unwrap_or(0) >= 2
+    });
+    // A stop by hand ends it; the policy leaves it stopped.
+    wait_until("again running", Duration::from_secs(10), || {
+        inspect(&daemon, "again")["State"]["Running"] == true
+    });
+    daemon.docker_ok(&["stop", "again"]);
+    thread::sleep(Duration::from_millis(1000));
+    assert_eq!(inspect(&daemon, "again")["State"]["Status"], "exited");
+    // A daemon start brings `always` back, as dockerd does.
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
+    wait_until("always back after the daemon restart", Duration::from_secs(10), || {
+        inspect(&daemon, "again")["State"]["Running"] == true
+    });
+    assert_eq!(inspect(&daemon, "flaky")["State"]["Status"], "exited");
+    daemon.docker_ok(&["rm", "-f", "again", "flaky"]);
+    let bad = daemon.docker(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert!(!bad.status.success(), "{bad}");
+    assert!(mounts_under(dir.path()).is_empty(), "{:?}", mounts_under(dir.path()));
+}

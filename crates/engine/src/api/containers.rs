@@ -370,7 +370,7 @@ pub(super) async fn inspect(
         "HostsPath": dir.join("hosts"),
         "LogPath": state.containers.log_path_of(&r.id),
         "Name": format!("/{}", r.name),
-        "RestartCount": 0,
+        "RestartCount": r.restart_count,
         "Driver": "overlay2",
         "Platform": "linux",
         "MountLabel": "",

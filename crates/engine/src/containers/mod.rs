@@ -89,6 +89,13 @@ pub(crate) struct Record {
     /// `HostConfig`, as inspect shows it.
     pub(crate) host_config: Value,
     pub(crate) state: RunState,
+    /// Restarts by the restart policy since the last start by hand.
+    #[serde(default)]
+    pub(crate) restart_count: u64,
+    /// Stopped or killed by hand: the restart policy leaves it alone (`unless-stopped` also
+    /// across daemon restarts).
+    #[serde(default)]
+    pub(crate) manually_stopped: bool,
 }
 
 impl Record {
@@ -380,6 +387,19 @@ impl Containers {
                         self.on_exit(&entry, 0).await;
                     }
                 }
+                "exited"
+                    if rec.settings.restart.name == "always"
+                        || rec.settings.restart.name == "unless-stopped" && !rec.manually_stopped =>
+                {
+                    // As dockerd at its start: `always` comes back even after a stop by hand.
+                    let this = self.clone();
+                    let entry = entry.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.start_inner(&entry, true).await {
+                            tracing::warn!(container = %entry.id, error = %e, "restart policy: start failed");
+                        }
+                    });
+                }
                 // A --rm container whose removal a crash interrupted.
                 "exited" if rec.settings.auto_remove => {
                     if let Err(e) = self.remove_now(&entry) {
@@ -496,6 +516,8 @@ impl Containers {
             config: parsed.config,
             host_config: parsed.host_config,
             state: RunState::default(),
+            restart_count: 0,
+            manually_stopped: false,
         };
         let entry = {
             let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -573,6 +595,12 @@ impl Containers {
 
     /// `POST /containers/{id}/start`. `Ok(false)` when it already runs.
     pub(crate) async fn start(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<bool> {
+        self.start_inner(entry, false).await
+    }
+
+    /// A start by hand (`auto` false) resets the restart count; one by the restart policy
+    /// counts.
+    async fn start_inner(self: &Arc<Self>, entry: &Arc<Entry>, auto: bool) -> Result<bool> {
         let _op = entry.op.lock().await;
         let rec = entry.record();
         if rec.running() {
@@ -593,6 +621,8 @@ impl Containers {
         match started {
             Ok((shim_pid, pid, pipe)) => {
                 self.update(entry, |r| {
+                    r.manually_stopped = false;
+                    r.restart_count = if auto { r.restart_count + 1 } else { 0 };
                     r.state = RunState {
                         status: "running".into(),
                         pid,
@@ -823,6 +853,34 @@ impl Containers {
                 self.emit(rec, "destroy", &[]);
             }
         }
+        if let Ok(rec) = &rec {
+            if should_restart(rec) {
+                // A run of ten seconds or more resets the back-off, as with dockerd.
+                let ran = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+                let long_run = matches!(
+                    (ran(&rec.state.started_at), ran(&rec.state.finished_at)),
+                    (Some(a), Some(b)) if (b - a).whole_seconds() >= 10
+                );
+                let delay = if long_run {
+                    restart_delay(0)
+                } else {
+                    restart_delay(rec.restart_count)
+                };
+                tracing::info!(container = %rec.id, policy = %rec.settings.restart.name, delay_ms = delay.as_millis() as u64, "restart policy: restarting");
+                let this = self.clone();
+                let entry = entry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let rec = entry.record();
+                    if entry.phase.borrow().removed || rec.running() || rec.manually_stopped {
+                        return;
+                    }
+                    if let Err(e) = this.start_inner(&entry, true).await {
+                        tracing::warn!(container = %entry.id, error = %e, "restart policy: start failed");
+                    }
+                });
+            }
+        }
         let this = self.clone();
         let entry = entry.clone();
         tokio::spawn(async move {
@@ -868,6 +926,7 @@ impl Containers {
             return Err(Error::NotRunning { id: rec.id });
         }
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
+        self.update(entry, |r| r.manually_stopped = true)?;
         self.signal(&rec, sig)?;
         self.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
         Ok(())
@@ -896,6 +955,7 @@ impl Containers {
             return Ok(false);
         }
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or(&rec.settings.stop_signal))?;
+        self.update(entry, |r| r.manually_stopped = true)?;
         let rx = entry.subscribe();
         let exits = rx.borrow().exits;
         self.signal(&rec, sig)?;
@@ -921,6 +981,7 @@ impl Containers {
             }
             let rx = entry.subscribe();
             let exits = rx.borrow().exits;
+            self.update(entry, |r| r.manually_stopped = true)?;
             self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
             Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         }
@@ -986,6 +1047,24 @@ impl Containers {
             None => Ok(()),
         }
     }
+}
+
+/// Whether the restart policy starts the container again after this exit.
+fn should_restart(rec: &Record) -> bool {
+    if rec.manually_stopped || rec.settings.auto_remove {
+        return false;
+    }
+    let p = &rec.settings.restart;
+    match p.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => rec.state.exit_code != 0 && (p.max == 0 || rec.restart_count < p.max),
+        _ => false,
+    }
+}
+
+/// dockerd's back-off: 100 ms, doubled per restart, at most a minute.
+fn restart_delay(count: u64) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << count.min(10)).min(60_000))
 }
 
 /// The log file of a container.

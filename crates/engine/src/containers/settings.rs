@@ -62,6 +62,14 @@ impl MountRec {
     }
 }
 
+/// `--restart`: `no` (empty name), `always`, `unless-stopped`, `on-failure[:max]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RestartPolicy {
+    pub(crate) name: String,
+    /// Most restarts for `on-failure`; 0 = no limit.
+    pub(crate) max: u64,
+}
+
 /// What a container runs with, resolved at create time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Settings {
@@ -98,6 +106,8 @@ pub(crate) struct Settings {
     /// The terminal's first (rows, columns).
     #[serde(default)]
     pub(crate) console_size: Option<(u16, u16)>,
+    #[serde(default)]
+    pub(crate) restart: RestartPolicy,
 }
 
 /// A create request, understood.
@@ -208,10 +218,37 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "" | "runc" | "berth" => {}
         other => return Err(invalid(format!("unknown or invalid runtime name: {other}"))),
     }
-    match hc.pointer("/RestartPolicy/Name").and_then(Value::as_str).unwrap_or("") {
-        "" | "no" => {}
-        other => return Err(not_built(format!("--restart {other}"))),
-    }
+    let restart = match hc.pointer("/RestartPolicy/Name").and_then(Value::as_str).unwrap_or("") {
+        "" | "no" => RestartPolicy::default(),
+        name @ ("always" | "unless-stopped" | "on-failure") => {
+            let max = hc
+                .pointer("/RestartPolicy/MaximumRetryCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if max < 0 {
+                return Err(invalid(format!(
+                    "invalid restart policy: maximum retry count cannot be negative: {max}"
+                )));
+            }
+            if max > 0 && name != "on-failure" {
+                return Err(invalid(
+                    "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+                ));
+            }
+            if hc.get("AutoRemove").and_then(Value::as_bool) == Some(true) {
+                return Err(invalid("can't create 'AutoRemove' container with restart policy"));
+            }
+            RestartPolicy {
+                name: name.to_owned(),
+                max: max as u64,
+            }
+        }
+        other => {
+            return Err(invalid(format!(
+                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'"
+            )));
+        }
+    };
     for (field, flag) in [
         ("Healthcheck", "--health-cmd"),
         ("Volumes", "anonymous volumes (-v /path)"),
@@ -450,6 +487,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         resources,
         tty,
         console_size,
+        restart,
     };
     // Capabilities are checked now, not at start.
     berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
@@ -773,8 +811,12 @@ mod tests {
                 "-p/--publish",
             ),
             (
-                json!({"HostConfig": {"RestartPolicy": {"Name": "always"}}}),
-                "--restart always",
+                json!({"HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
+                "unknown policy 'sometimes'",
+            ),
+            (
+                json!({"HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
+                "'AutoRemove' container with restart policy",
             ),
             (json!({"HostConfig": {"NetworkMode": "site"}}), "network site not found"),
             (json!({"HostConfig": {"Binds": ["vol:/data"]}}), "named volumes"),
