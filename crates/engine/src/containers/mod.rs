@@ -379,7 +379,15 @@ impl Containers {
             let rec = entry.record();
             match rec.state.status.as_str() {
                 "running" => {
-                    if shim_alive(rec.state.shim_pid, &self.dir(&rec.id)) {
+                    let alive = shim_alive(rec.state.shim_pid, &self.dir(&rec.id));
+                    if self.dir(&rec.id).join("exit.json").exists() {
+                        // Ended while no daemon watched; its shim may still be cleaning up.
+                        tracing::info!(container = %rec.id, "container exited while the daemon was away");
+                        if alive {
+                            entry.phase.send_modify(|p| p.shim_alive = true);
+                        }
+                        self.on_exit(&entry, if alive { rec.state.shim_pid } else { 0 }).await;
+                    } else if alive {
                         tracing::info!(container = %rec.id, shim = rec.state.shim_pid, "re-adopting running container");
                         self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
@@ -461,12 +469,17 @@ impl Containers {
 
     /// Changes the record, writes it, and tells waiters.
     fn update(&self, entry: &Entry, f: impl FnOnce(&mut Record)) -> Result<Record> {
+        self.update_with(entry, true, f)
+    }
+
+    /// [`update`](Self::update), writing the record only when `durable`.
+    fn update_with(&self, entry: &Entry, durable: bool, f: impl FnOnce(&mut Record)) -> Result<Record> {
         let rec = {
             let mut r = entry.record.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut r);
             r.clone()
         };
-        let result = self.persist(&rec);
+        let result = if durable { self.persist(&rec) } else { Ok(()) };
         entry.phase.send_modify(|p| {
             p.running = rec.running();
             p.exit_code = rec.state.exit_code;
@@ -814,7 +827,10 @@ impl Containers {
             wait_for_exit(shim_pid).await;
             exit = read();
         }
-        let rec = self.update(entry, |r| {
+        // A --rm container is deleted next: its exit need not be written (after a crash,
+        // `restore` finds it running with its shim gone, reads the exit file and removes it).
+        let durable = !entry.record().settings.auto_remove;
+        let rec = self.update_with(entry, durable, |r| {
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.shim_pid = 0;
