@@ -338,10 +338,31 @@ fn run_rm_exit_codes_ps_inspect_and_bad_input() {
     let logs = daemon.docker_ok(&["logs", "one"]);
     assert_eq!(logs.stdout, "created-run\n", "{logs}");
 
+    daemon.docker_ok(&["rename", "one", "uno"]);
+    assert_eq!(inspect(&daemon, "uno")["Name"], "/uno");
+    let taken = daemon
+        .docker_ok(&["create", "--name", "one", "busybox", "true"])
+        .stdout
+        .trim()
+        .to_owned();
+    let clash = daemon.docker(&["rename", "uno", "one"]);
+    assert!(
+        !clash.status.success() && clash.stderr.contains("is already in use"),
+        "{clash}"
+    );
+    daemon.docker_ok(&["rm", &taken]);
+    daemon.docker_ok(&["rename", "uno", "one"]);
+
     daemon.docker_ok(&["rm", "one"]);
     let gone = daemon.docker(&["inspect", "--type", "container", "one"]);
     assert!(!gone.status.success(), "{gone}");
     assert!(gone.stderr.contains("No such container"), "{gone}");
+    // container prune removes what does not run.
+    daemon.docker_ok(&["create", "--name", "idle", "busybox", "true"]);
+    daemon.docker_ok(&["run", "--name", "done", "--network", "none", "busybox", "true"]);
+    let pruned = daemon.docker_ok(&["container", "prune", "-f"]);
+    assert!(pruned.stdout.lines().count() >= 2, "{pruned}");
+    assert_eq!(daemon.docker_ok(&["ps", "-aq"]).stdout.trim(), "");
     daemon.docker_ok(&["rmi", "busybox"]);
     assert!(fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 0);
     assert!(mounts_under(dir.path()).is_empty());

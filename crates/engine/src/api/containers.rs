@@ -119,6 +119,30 @@ pub(super) async fn resize(
     Ok(StatusCode::OK)
 }
 
+/// `POST /containers/{id}/rename?name=`.
+pub(super) async fn rename(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    let q = Query::new(raw);
+    let entry = state.containers.get(&id)?;
+    state.containers.rename(&entry, q.get("name").unwrap_or(""))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/prune` (no filters yet: a filter is refused, not ignored).
+pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
+    let q = Query::new(raw);
+    let filters = q.filters(&[])?;
+    debug_assert!(filters.is_empty());
+    let removed = state.containers.prune().await;
+    Ok(Json(json!({
+        "ContainersDeleted": if removed.is_empty() { Value::Null } else { json!(removed) },
+        "SpaceReclaimed": 0,
+    })))
+}
+
 /// `POST /containers/{id}/kill?signal=` (default SIGKILL).
 pub(super) async fn kill(
     StateExtractor(state): AppState,

@@ -1015,6 +1015,46 @@ impl Containers {
             .expect("removal does not panic")
     }
 
+    /// `POST /containers/rename?name=`: a new name, free and valid.
+    pub(crate) fn rename(&self, entry: &Entry, new: &str) -> Result<()> {
+        let new = new.strip_prefix('/').unwrap_or(new);
+        if !valid_name(new) {
+            return Err(Error::InvalidName { name: new.to_owned() });
+        }
+        let old = {
+            let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = t.names.get(new) {
+                return Err(Error::NameConflict {
+                    name: new.to_owned(),
+                    id: other.clone(),
+                });
+            }
+            let old = entry.record().name;
+            t.names.remove(&old);
+            t.names.insert(new.to_owned(), entry.id.clone());
+            old
+        };
+        let rec = self.update(entry, |r| r.name = new.to_owned())?;
+        self.emit(&rec, "rename", &[("oldName", format!("/{old}"))]);
+        Ok(())
+    }
+
+    /// `POST /containers/prune`: removes every container that is not running; returns
+    /// their IDs.
+    pub(crate) async fn prune(self: &Arc<Self>) -> Vec<String> {
+        let mut removed = Vec::new();
+        for entry in self.all() {
+            if entry.record().running() {
+                continue;
+            }
+            match self.remove(&entry, false).await {
+                Ok(()) => removed.push(entry.id.clone()),
+                Err(e) => tracing::warn!(container = %entry.id, error = %e, "prune: not removed"),
+            }
+        }
+        removed
+    }
+
     /// Forgets the container and deletes its files (see [`delete_files`](Self::delete_files)).
     fn remove_now(&self, entry: &Entry) -> Result<()> {
         if entry.phase.borrow().removed {
