@@ -523,6 +523,10 @@ fn detached_logs_stop_rm_and_daemon_restart() {
     let out = daemon.docker(&["exec", "host1", "nosuch"]);
     assert_eq!(out.status.code(), Some(127), "{out}");
     assert!(out.stderr.contains("executable file not found in $PATH"), "{out}");
+    let top = daemon.docker_ok(&["top", "host1"]);
+    println!("$ docker top host1\n{}", top.stdout);
+    assert!(top.stdout.contains("sleep 300"), "{top}");
+    assert_eq!(top.stdout.lines().count(), 2, "only the container's process\n{top}");
     daemon.docker_ok(&["rm", "-f", "host1"]);
     let out = daemon.docker(&["exec", "host1", "true"]);
     assert!(

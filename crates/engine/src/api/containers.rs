@@ -119,6 +119,82 @@ pub(super) async fn resize(
     Ok(StatusCode::OK)
 }
 
+/// `GET /containers/{id}/top?ps_args=`: the host's `ps` (default `-ef`), rows of the
+/// container's processes (those in its cgroup) only, as dockerd does it.
+pub(super) async fn top(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let q = Query::new(raw);
+    let entry = state.containers.get(&id)?;
+    let rec = entry.record();
+    if !rec.running() {
+        return Err(Error::NotRunning { id: rec.id });
+    }
+    let pids: std::collections::HashSet<String> = ["pids", "memory", "cpu", "freezer", ""]
+        .iter()
+        .map(|c| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("berth")
+                .join(&rec.id)
+                .join("cgroup.procs")
+        })
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let args: Vec<String> = q
+        .get("ps_args")
+        .filter(|a| !a.is_empty())
+        .unwrap_or("-ef")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let out = tokio::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            op: "run",
+            path: "ps".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::InvalidContainerConfig {
+            reason: format!("Error running ps: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let Some(pid_col) = header.iter().position(|h| h == "PID") else {
+        return Err(Error::InvalidContainerConfig {
+            reason: "Couldn't find PID field in ps output".into(),
+        });
+    };
+    let rows: Vec<Vec<String>> = lines
+        .filter_map(|l| {
+            // The last column (the command) keeps its inner spaces, joined by one.
+            let mut fields: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+            if fields.len() < header.len() {
+                return None;
+            }
+            let rest = fields.split_off(header.len() - 1).join(" ");
+            fields.push(rest);
+            pids.contains(fields.get(pid_col)?).then_some(fields)
+        })
+        .collect();
+    Ok(Json(json!({"Titles": header, "Processes": rows})))
+}
+
 /// `POST /containers/{id}/rename?name=`.
 pub(super) async fn rename(
     StateExtractor(state): AppState,

@@ -91,6 +91,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/restart", post(containers::restart))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/rename", post(containers::rename))
+        .route("/containers/{id}/top", get(containers::top))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
