@@ -101,6 +101,19 @@ enum Command {
     Image(Client<ImageArgs>),
     /// Show the version of this binary and of the daemon, when one answers.
     Version(Client<NoArgs>),
+    /// The per-container supervisor the daemon starts (not for direct use).
+    #[command(hide = true)]
+    Shim {
+        /// The shim's JSON config, written by the daemon.
+        config: std::path::PathBuf,
+    },
+    /// Runs one process in a running container for the daemon (`docker exec`; not for
+    /// direct use).
+    #[command(hide = true)]
+    ShimExec {
+        /// The exec's JSON config, written by the daemon.
+        config: std::path::PathBuf,
+    },
 }
 
 impl Command {
@@ -108,7 +121,7 @@ impl Command {
     fn host(&mut self) -> Option<String> {
         match self {
             Command::Daemon(args) => args.host.take(),
-            Command::Registry(_) => None,
+            Command::Registry(_) | Command::Shim { .. } | Command::ShimExec { .. } => None,
             Command::Images(c) => c.host.host.take(),
             Command::Pull(c) => c.host.host.take(),
             Command::Push(c) => c.host.host.take(),
@@ -170,13 +183,42 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Rmi(c) => commands::rmi::run(c.args, client, printer).await,
         Command::InspectImage(c) => commands::inspect_image::run(c.args, client, printer).await,
         Command::Image(c) => commands::image::run(c.args.command, client, printer).await,
-        Command::Daemon(_) | Command::Registry(_) | Command::Version(_) => unreachable!("not a client command"),
+        Command::Daemon(_)
+        | Command::Registry(_)
+        | Command::Version(_)
+        | Command::Shim { .. }
+        | Command::ShimExec { .. } => unreachable!("not a client command"),
     }
 }
 
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Command::Shim { config } = &cli.command {
+        // The shim clones (libcontainer): it must stay single-threaded, so no background log
+        // writer thread and no async runtime here; logs go straight to stderr (its log file).
+        let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        return ExitCode::from(berth_runtime::shim_main(config).clamp(0, 255) as u8);
+    }
+    if let Command::ShimExec { config } = &cli.command {
+        // Single-threaded for the same reason as the shim; its stdio belongs to the exec'd
+        // process, so logs go nowhere unless RUST_LOG asks.
+        if std::env::var_os(env_vars::RUST_LOG).is_some() {
+            let filter = tracing_subscriber::EnvFilter::from_env(env_vars::RUST_LOG);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+        }
+        return ExitCode::from(berth_runtime::exec_main(config).clamp(0, 255) as u8);
+    }
     let _log_guard = init_logging(&cli.log_level);
     let printer = printer::Printer::new();
     // After the command name wins over before it, as the later flag does in docker.
@@ -187,6 +229,7 @@ pub fn main() -> ExitCode {
         )),
         Command::Daemon(args) => commands::daemon::run(*args, host),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
+        Command::Shim { .. } | Command::ShimExec { .. } => unreachable!("handled above"),
         Command::Version(_) => client_command(|_| async {
             let client = client::Client::new(host.as_deref()).ok();
             commands::version::run(client.as_ref(), &printer).await

@@ -7,9 +7,11 @@
 //!   engine-id             the engine's UUID (/info ID), written once, atomically
 //!   images.redb, blobs/, snapshots/
 //!                         the image store, owned by berth-image (its layout is drawn there)
+//!   containers/           container records, layers, logs (drawn in `containers/mod.rs`)
 //!   tmp/                  default --tmpdir
 //! <exec-root>/            created 0700; runtime state gone after reboot
 //!   berth.pid             default --pidfile; written after the lock, removed on exit
+//!   runtime/<id>/         libcontainer's state of a running container (owned by its shim)
 //! <socket>                -H unix://PATH, mode 0660, group `berth` if it exists;
 //!                         a stale one is removed before bind, removed on exit
 //! ```
@@ -34,6 +36,7 @@ use berth_image::ImageStore;
 
 use crate::api::{State, router};
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::error::{Error, Result};
 use crate::host::Host;
 
@@ -51,6 +54,7 @@ pub struct Daemon {
     config: Config,
     engine_id: String,
     images: Arc<ImageStore>,
+    containers: Arc<Containers>,
 }
 
 impl Daemon {
@@ -68,6 +72,7 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         // Opening sweeps what a crash left in the store; only the lock holder may do that.
         let images = Arc::new(ImageStore::open(&config.data_root)?);
+        let containers = Arc::new(Containers::open(&config.data_root, &config.exec_root, images.clone())?);
         let (listener, socket) = bind_socket(&socket)?;
         Ok(Daemon {
             listener,
@@ -77,6 +82,7 @@ impl Daemon {
             config,
             engine_id,
             images,
+            containers,
         })
     }
 
@@ -89,12 +95,16 @@ impl Daemon {
     /// requests finish (for 10 s at most), and removes the socket and the pid file.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Containers keep running while no daemon runs (their shims outlive it): adopt them
+        // before the first request.
+        self.containers.restore().await;
         let state = State::new(
             self.config.clone(),
             self.engine_id.clone(),
             Host::detect(),
             stop_rx.clone(),
             self.images.clone(),
+            self.containers.clone(),
         );
         let app = router(Arc::new(state));
         let trimmer = tokio::spawn(return_freed_memory());

@@ -63,6 +63,34 @@ pub enum Error {
     InvalidFilter { name: String },
     #[error("berth: {what} is not implemented yet")]
     NotBuilt { what: String },
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameConflict { name: String, id: String },
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName { name: String },
+    #[error("No such image: {reference}")]
+    NoSuchImage { reference: String },
+    #[error("{reason}")]
+    InvalidContainerConfig { reason: String },
+    #[error("network {name} not found")]
+    NoSuchNetwork { name: String },
+    #[error(
+        "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+    )]
+    ContainerRunning { name: String },
+    #[error("Container {id} is not running")]
+    NotRunning { id: String },
+    #[error("No such exec instance: {id}")]
+    NoSuchExec { id: String },
+    #[error("You cannot attach to a stopped container, start it first")]
+    AttachStopped,
+    #[error("{message}")]
+    StartFailed { message: String, exec_error: bool },
+    #[error("{0}")]
+    ImageInUse(String),
+    #[error("{0}")]
+    Runtime(#[from] berth_runtime::Error),
     #[error("{0}")]
     Image(#[from] berth_image::Error),
 }
@@ -99,7 +127,22 @@ impl Error {
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
-            Error::NoSuchContainer { .. } => ErrorKind::NotFound,
+            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } | Error::NoSuchExec { .. } => ErrorKind::NotFound,
+            // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
+            Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
+            Error::NameConflict { .. }
+            | Error::ContainerRunning { .. }
+            | Error::NotRunning { .. }
+            | Error::AttachStopped
+            | Error::ImageInUse(_) => ErrorKind::Conflict,
+            Error::InvalidName { .. } | Error::InvalidContainerConfig { .. } => ErrorKind::InvalidArgument,
+            // A command that is not in the image is the client's mistake (dockerd: 400).
+            Error::StartFailed { exec_error: true, .. } => ErrorKind::InvalidArgument,
+            Error::StartFailed { .. } => ErrorKind::Internal,
+            Error::Runtime(e) => match e.kind() {
+                berth_runtime::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                berth_runtime::ErrorKind::Internal => ErrorKind::Internal,
+            },
             Error::Image(e) => match e.kind() {
                 berth_image::ErrorKind::NotFound => ErrorKind::NotFound,
                 berth_image::ErrorKind::Conflict => ErrorKind::Conflict,
@@ -130,7 +173,8 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let kind = self.kind();
         // Internal detail (paths, OS errors) goes to the log, not to the client.
-        let message = if kind == ErrorKind::Internal {
+        // A failed start says why (as dockerd's OCI runtime errors do): the user has to act.
+        let message = if kind == ErrorKind::Internal && !matches!(self, Error::StartFailed { .. }) {
             tracing::error!(error = %self, "request failed");
             "internal error; see the daemon log".to_owned()
         } else {

@@ -25,7 +25,7 @@ const BACKLOG: usize = 1024;
 /// One event, as `/events` sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
-    /// `Type`: `image` (the only kind emitted so far).
+    /// `Type`: `image` or `container`.
     pub(crate) kind: &'static str,
     /// `Action`: pull, push, tag, untag, delete, import, load, save, prune.
     pub(crate) action: &'static str,
@@ -59,6 +59,22 @@ impl Event {
         }
     }
 
+    /// A container event: `attributes` holds `image`, `name`, the labels and any extra
+    /// (`exitCode`, `signal`, ...), as dockerd's `LogContainerEventWithAttributes`.
+    pub(crate) fn container(
+        action: &'static str,
+        id: impl Into<String>,
+        attributes: BTreeMap<String, String>,
+    ) -> Event {
+        Event {
+            kind: "container",
+            action,
+            id: id.into(),
+            attributes,
+            time_nano: now_nanos(),
+        }
+    }
+
     /// dockerd's `prune` event: no actor ID, the bytes reclaimed as an attribute.
     pub(crate) fn image_prune(reclaimed: u64) -> Event {
         Event {
@@ -84,6 +100,11 @@ impl Event {
         if !self.id.is_empty() {
             v["status"] = json!(self.action);
             v["id"] = json!(self.id);
+        }
+        if self.kind == "container"
+            && let Some(image) = self.attributes.get("image")
+        {
+            v["from"] = json!(image);
         }
         v
     }
@@ -186,10 +207,13 @@ impl Filter {
 
     pub(crate) fn matches(&self, ev: &Event) -> bool {
         let name = ev.attributes.get("name").map_or("", String::as_str);
-        let image_ok = if ev.kind == "image" {
-            self.exact("image", &[&ev.id, name, strip_tag(&ev.id), strip_tag(name)])
-        } else {
-            self.values("image").is_empty()
+        let image_ok = match ev.kind {
+            "image" => self.exact("image", &[&ev.id, name, strip_tag(&ev.id), strip_tag(name)]),
+            "container" => {
+                let image = ev.attributes.get("image").map_or("", String::as_str);
+                self.exact("image", &[image, strip_tag(image)])
+            }
+            _ => self.values("image").is_empty(),
         };
         let labels_ok = self.values("label").iter().all(|l| match l.split_once('=') {
             Some((k, v)) => ev.attributes.get(k).is_some_and(|x| x == v),

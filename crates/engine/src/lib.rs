@@ -5,15 +5,18 @@
 //! [`Daemon::run`] serves until [`shutdown_signal`] (or any future) resolves. Failures are an
 //! [`Error`]; its [`ErrorKind`] decides the HTTP status an API client sees.
 //!
-//! Served so far: `/_ping`, `/version`, `/info`, `/events` (image events), and the image
-//! endpoints (pull, push, import, list, inspect, history, tag, remove, prune, save, load) over
-//! [`berth_image::ImageStore`]; every other path answers 501 with a message naming it.
+//! Served so far: `/_ping`, `/version`, `/info`, `/events` (image and container events), the
+//! image endpoints (pull, push, import, list, inspect, history, tag, remove, prune, save,
+//! load) over [`berth_image::ImageStore`], and the container endpoints (create, start, stop,
+//! kill, wait, remove, list, inspect, logs, attach, exec) over `berth shim` processes that
+//! outlive the daemon; every other path answers 501 with a message naming it.
 
 // `/info` is one large `json!` literal.
 #![recursion_limit = "256"]
 
 mod api;
 mod config;
+mod containers;
 mod daemon;
 mod error;
 mod events;

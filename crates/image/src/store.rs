@@ -639,11 +639,17 @@ impl ImageStore {
     /// Removes images without tags (`dangling_only`) or every image; returns what was
     /// deleted and the bytes reclaimed.
     pub fn prune(&self, dangling_only: bool) -> Result<(Vec<Removed>, u64), Error> {
+        self.prune_except(dangling_only, &HashSet::new())
+    }
+
+    /// [`prune`](Self::prune), keeping the images whose IDs (`sha256:…`) are in `keep`
+    /// (those containers use).
+    pub fn prune_except(&self, dangling_only: bool, keep: &HashSet<String>) -> Result<(Vec<Removed>, u64), Error> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut reclaimed = 0;
         for image in self.images()? {
-            if dangling_only && !image.tags.is_empty() {
+            if dangling_only && !image.tags.is_empty() || keep.contains(&image.record.id.to_string()) {
                 continue;
             }
             reclaimed += image.record.size;

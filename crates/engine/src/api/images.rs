@@ -66,7 +66,7 @@ impl Query {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    fn all(&self, name: &str) -> Vec<String> {
+    pub(super) fn all(&self, name: &str) -> Vec<String> {
         self.0
             .iter()
             .filter(|(k, _)| k == name)
@@ -75,7 +75,7 @@ impl Query {
     }
 
     /// dockerd's `BoolValue`: absent, "", "0", "no", "false", "none" are false.
-    fn flag(&self, name: &str) -> bool {
+    pub(super) fn flag(&self, name: &str) -> bool {
         self.get(name)
             .is_some_and(|v| !["", "0", "no", "false", "none"].contains(&v.to_ascii_lowercase().as_str()))
     }
@@ -136,11 +136,6 @@ fn reference_matches(pattern: &str, tag: &str) -> bool {
 
 fn labels(image: &Image) -> BTreeMap<String, String> {
     image.record.config.config.labels.clone().unwrap_or_default()
-}
-
-/// `GET /containers/{name}/json` until containers exist: every name is unknown.
-pub(super) async fn no_such_container(PathExtractor(name): PathExtractor<String>) -> Error {
-    Error::NoSuchContainer { name }
 }
 
 /// `GET /images/json`.
@@ -387,6 +382,7 @@ pub(super) async fn remove(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
     let force = Query::new(raw).flag("force");
+    refuse_if_used(&state, &name).await?;
     let images = state.images.clone();
     let (image, removed) = tokio::task::spawn_blocking(move || {
         // The image as it was, for the events' labels; a concurrent change at worst makes
@@ -436,8 +432,41 @@ fn publish_removals(state: &State, before: &[Image], removed: &[Removed]) {
     }
 }
 
-/// `POST /images/prune?filters=`: dangling images, or every image with `dangling=false`
-/// (no container can use one yet).
+/// An image that a container uses cannot be deleted (dockerd's 409); untagging one of
+/// several tags is fine.
+async fn refuse_if_used(state: &Arc<State>, name: &str) -> Result<(), Error> {
+    let Ok(image) = get_image(state, name).await else {
+        // The removal itself reports the missing image.
+        return Ok(());
+    };
+    let untag_only = image.tags.len() > 1 && berth_image::normalize(name).is_ok_and(|n| image.tags.contains(&n));
+    if untag_only {
+        return Ok(());
+    }
+    let Some(user) = state.containers.image_user(&image.record.id.to_string()) else {
+        return Ok(());
+    };
+    let short = &image.record.id.hex()[..12];
+    let container = &user.id[..12];
+    let is_tag = berth_image::normalize(name).is_ok_and(|n| image.tags.contains(&n));
+    let message = if user.running() {
+        format!(
+            "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {container}"
+        )
+    } else if is_tag {
+        format!(
+            "conflict: unable to remove repository reference \"{name}\" (must force) - container {container} is using its referenced image {short}"
+        )
+    } else {
+        format!(
+            "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {container}"
+        )
+    };
+    Err(Error::ImageInUse(message))
+}
+
+/// `POST /images/prune?filters=`: dangling images, or every image with `dangling=false`;
+/// images that containers use are kept.
 pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
     let filters = q.filters(&["dangling"])?;
@@ -445,9 +474,10 @@ pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQue
         .get("dangling")
         .is_some_and(|v| v.iter().any(|x| x.eq_ignore_ascii_case("false") || x == "0"));
     let images = state.images.clone();
+    let keep: std::collections::HashSet<String> = state.containers.all().iter().map(|e| e.record().image_id).collect();
     let (before, removed, reclaimed) = tokio::task::spawn_blocking(move || {
         let before = images.images()?;
-        images.prune(dangling_only).map(|(r, n)| (before, r, n))
+        images.prune_except(dangling_only, &keep).map(|(r, n)| (before, r, n))
     })
     .await
     .expect("prune does not panic")?;

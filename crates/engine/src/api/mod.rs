@@ -3,6 +3,8 @@
 
 mod archive;
 mod auth;
+mod containers;
+mod exec;
 mod images;
 mod pull;
 mod push;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tower::Layer;
 
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::error::Error;
 use crate::events::Events;
 use crate::host::Host;
@@ -47,9 +50,10 @@ pub(crate) struct State {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Open `/events` streams (`NEventsListener` in /info).
     pub(crate) event_listeners: AtomicUsize,
-    /// What `/events` streams.
-    pub(crate) events: Events,
+    /// What `/events` streams (the containers' log, shared).
+    pub(crate) events: Arc<Events>,
     pub(crate) images: Arc<ImageStore>,
+    pub(crate) containers: Arc<Containers>,
 }
 
 impl State {
@@ -59,6 +63,7 @@ impl State {
         host: Host,
         shutdown: watch::Receiver<bool>,
         images: Arc<ImageStore>,
+        containers: Arc<Containers>,
     ) -> State {
         State {
             config,
@@ -66,8 +71,9 @@ impl State {
             host,
             shutdown,
             event_listeners: AtomicUsize::new(0),
-            events: Events::new(),
+            events: containers.events(),
             images,
+            containers,
         }
     }
 }
@@ -79,9 +85,24 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(system::events))
-        // No containers exist yet; `docker inspect NAME` asks for a container first and moves
-        // on to images only after a 404.
-        .route("/containers/{name}/json", get(images::no_such_container))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/prune", post(containers::prune))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}/rename", post(containers::rename))
+        .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -204,7 +225,9 @@ mod tests {
         };
         let root = tempfile::tempdir().unwrap();
         let images = Arc::new(ImageStore::open(root.path()).unwrap());
-        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images);
+        let containers =
+            Arc::new(Containers::open(&root.path().join("data"), &root.path().join("exec"), images.clone()).unwrap());
+        let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images, containers);
         (Arc::new(state), tx, root)
     }
 
@@ -253,9 +276,9 @@ mod tests {
             ),
             ("/v1.41/_ping", 200, None),
             (
-                "/v1.41/containers/json?all=1",
+                "/v1.41/containers/json/x",
                 501,
-                Some("berth: GET /containers/json is not implemented yet"),
+                Some("berth: GET /containers/json/x is not implemented yet"),
             ),
             ("/v1.41", 501, Some("berth: GET / is not implemented yet")),
             (
@@ -277,9 +300,9 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("POST", "/v1.45/containers/create?name=x").await;
+        let (s, _, body) = call("POST", "/v1.45/containers/x/pause").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: POST /containers/create is not implemented yet");
+        assert_eq!(message(&body), "berth: POST /containers/x/pause is not implemented yet");
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

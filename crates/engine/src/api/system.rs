@@ -104,12 +104,13 @@ pub(super) async fn info(StateExtractor(state): AppState) -> Json<Value> {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+    let containers = state.containers.counts();
     Json(json!({
         "ID": state.engine_id,
-        "Containers": 0,
-        "ContainersRunning": 0,
+        "Containers": containers.0,
+        "ContainersRunning": containers.1,
         "ContainersPaused": 0,
-        "ContainersStopped": 0,
+        "ContainersStopped": containers.2,
         "Images": images,
         "Driver": "overlay2",
         "DriverStatus": [],

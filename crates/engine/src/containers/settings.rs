@@ -1,0 +1,877 @@
+//! `POST /containers/create` bodies (`Config` + `HostConfig`, docker's shapes) -> the
+//! settings a container runs with. Every field is either honoured or refused with a clear
+//! error naming it; none is silently dropped.
+
+use std::path::PathBuf;
+
+use berth_image::ImageRecord;
+use berth_runtime::{LogLimits, MountSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+/// Which network the container is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Network {
+    /// `--network host`.
+    Host,
+    /// `--network none`: own namespace, loopback only.
+    None,
+    /// The default bridge. Bridges come with the networking issue; until then the container
+    /// gets its own namespace with loopback only, and create says so in `Warnings`.
+    Bridge,
+}
+
+impl Network {
+    pub(crate) fn mode_name(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::None => "none",
+            Network::Bridge => "bridge",
+        }
+    }
+}
+
+/// A user mount, serialisable for the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MountRec {
+    /// `bind` or `tmpfs`.
+    pub(crate) kind: String,
+    pub(crate) source: String,
+    pub(crate) destination: String,
+    pub(crate) readonly: bool,
+    pub(crate) propagation: String,
+    pub(crate) options: Vec<String>,
+}
+
+impl MountRec {
+    pub(crate) fn to_spec(&self) -> MountSpec {
+        match self.kind.as_str() {
+            "tmpfs" => MountSpec::Tmpfs {
+                destination: self.destination.clone(),
+                options: self.options.clone(),
+            },
+            _ => MountSpec::Bind {
+                source: PathBuf::from(&self.source),
+                destination: self.destination.clone(),
+                readonly: self.readonly,
+                propagation: self.propagation.clone(),
+            },
+        }
+    }
+}
+
+/// `--restart`: `no` (empty name), `always`, `unless-stopped`, `on-failure[:max]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RestartPolicy {
+    pub(crate) name: String,
+    /// Most restarts for `on-failure`; 0 = no limit.
+    pub(crate) max: u64,
+}
+
+/// What a container runs with, resolved at create time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// Entrypoint + Cmd.
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) cwd: String,
+    pub(crate) user: String,
+    pub(crate) hostname: String,
+    pub(crate) domainname: String,
+    pub(crate) network: Network,
+    pub(crate) privileged: bool,
+    pub(crate) cap_add: Vec<String>,
+    pub(crate) cap_drop: Vec<String>,
+    pub(crate) mounts: Vec<MountRec>,
+    pub(crate) readonly_rootfs: bool,
+    pub(crate) extra_hosts: Vec<(String, String)>,
+    pub(crate) dns: Vec<String>,
+    pub(crate) dns_search: Vec<String>,
+    pub(crate) dns_options: Vec<String>,
+    pub(crate) log: LogLimits,
+    pub(crate) auto_remove: bool,
+    pub(crate) stop_signal: String,
+    pub(crate) stop_timeout: Option<i64>,
+    /// `-i`: the container's stdin is a FIFO that an attach writes to; it sees EOF when the
+    /// attached client closes its input (or at once when nobody attaches).
+    #[serde(default)]
+    pub(crate) open_stdin: bool,
+    #[serde(default)]
+    pub(crate) resources: berth_runtime::Resources,
+    /// `-t`: a pseudo-terminal; output is one raw stream.
+    #[serde(default)]
+    pub(crate) tty: bool,
+    /// The terminal's first (rows, columns).
+    #[serde(default)]
+    pub(crate) console_size: Option<(u16, u16)>,
+    #[serde(default)]
+    pub(crate) restart: RestartPolicy,
+}
+
+/// A create request, understood.
+pub(crate) struct Parsed {
+    pub(crate) settings: Settings,
+    /// `Config` as inspect shows it: the request's, completed from the image.
+    pub(crate) config: Value,
+    pub(crate) host_config: Value,
+    pub(crate) warnings: Vec<String>,
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidContainerConfig { reason: reason.into() }
+}
+
+fn not_built(what: impl Into<String>) -> Error {
+    Error::NotBuilt { what: what.into() }
+}
+
+/// Whether a JSON value is set to something other than its zero value.
+fn is_set(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn string(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+/// `HostConfig` fields that change how a container runs and are not built yet: refused, so
+/// a limit or device the user asked for is never silently missing.
+const HOST_CONFIG_NOT_BUILT: &[(&str, &str)] = &[
+    ("KernelMemory", "--kernel-memory"),
+    ("CpuRealtimePeriod", "--cpu-rt-period"),
+    ("CpuRealtimeRuntime", "--cpu-rt-runtime"),
+    ("BlkioWeight", "--blkio-weight"),
+    ("BlkioWeightDevice", "--blkio-weight-device"),
+    ("BlkioDeviceReadBps", "--device-read-bps"),
+    ("BlkioDeviceWriteBps", "--device-write-bps"),
+    ("BlkioDeviceReadIOps", "--device-read-iops"),
+    ("BlkioDeviceWriteIOps", "--device-write-iops"),
+    ("Devices", "--device"),
+    ("DeviceCgroupRules", "--device-cgroup-rule"),
+    ("DeviceRequests", "--gpus"),
+    ("PortBindings", "-p/--publish"),
+    ("PublishAllPorts", "-P/--publish-all"),
+    ("Links", "--link"),
+    ("VolumesFrom", "--volumes-from"),
+    ("VolumeDriver", "--volume-driver"),
+    ("CgroupParent", "--cgroup-parent"),
+    ("PidMode", "--pid"),
+    ("UTSMode", "--uts"),
+    ("UsernsMode", "--userns"),
+    ("SecurityOpt", "--security-opt"),
+    ("Init", "--init"),
+    ("Ulimits", "--ulimit"),
+    ("Sysctls", "--sysctl"),
+    ("OomKillDisable", "--oom-kill-disable"),
+    ("OomScoreAdj", "--oom-score-adj"),
+    ("GroupAdd", "--group-add"),
+    ("StorageOpt", "--storage-opt"),
+    ("ShmSize", "--shm-size"),
+    ("MemorySwappiness", "--memory-swappiness"),
+    ("IOMaximumIOps", "--io-maxiops"),
+    ("IOMaximumBandwidth", "--io-maxbandwidth"),
+    ("Annotations", "--annotation"),
+];
+
+/// Parses a create body against the image it names.
+pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parsed, Error> {
+    let empty = json!({});
+    let config = body;
+    let hc = body.get("HostConfig").filter(|v| v.is_object()).unwrap_or(&empty);
+    let mut warnings = Vec::new();
+
+    for (field, flag) in HOST_CONFIG_NOT_BUILT {
+        let v = hc.get(*field);
+        // The CLI sends -1 for "unlimited" swap and swappiness.
+        let unlimited = *field == "MemorySwappiness" && v.and_then(Value::as_i64) == Some(-1);
+        if is_set(v) && !unlimited {
+            return Err(not_built(format!("{flag} (HostConfig.{field})")));
+        }
+    }
+    let resources = resources(hc)?;
+    match hc.get("CgroupnsMode").and_then(Value::as_str).unwrap_or("") {
+        "" | "private" => {}
+        other => return Err(not_built(format!("--cgroupns {other}"))),
+    }
+    match hc.get("IpcMode").and_then(Value::as_str).unwrap_or("") {
+        "" | "private" | "shareable" => {}
+        other => return Err(not_built(format!("--ipc {other}"))),
+    }
+    match hc.get("Runtime").and_then(Value::as_str).unwrap_or("") {
+        "" | "runc" | "berth" => {}
+        other => return Err(invalid(format!("unknown or invalid runtime name: {other}"))),
+    }
+    let restart = match hc.pointer("/RestartPolicy/Name").and_then(Value::as_str).unwrap_or("") {
+        "" | "no" => RestartPolicy::default(),
+        name @ ("always" | "unless-stopped" | "on-failure") => {
+            let max = hc
+                .pointer("/RestartPolicy/MaximumRetryCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if max < 0 {
+                return Err(invalid(format!(
+                    "invalid restart policy: maximum retry count cannot be negative: {max}"
+                )));
+            }
+            if max > 0 && name != "on-failure" {
+                return Err(invalid(
+                    "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+                ));
+            }
+            if hc.get("AutoRemove").and_then(Value::as_bool) == Some(true) {
+                return Err(invalid("can't create 'AutoRemove' container with restart policy"));
+            }
+            RestartPolicy {
+                name: name.to_owned(),
+                max: max as u64,
+            }
+        }
+        other => {
+            return Err(invalid(format!(
+                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'"
+            )));
+        }
+    };
+    for (field, flag) in [
+        ("Healthcheck", "--health-cmd"),
+        ("Volumes", "anonymous volumes (-v /path)"),
+        ("OnBuild", "ONBUILD"),
+    ] {
+        if is_set(config.get(field)) {
+            return Err(not_built(format!("{flag} (Config.{field})")));
+        }
+    }
+    let tty = config.get("Tty").and_then(Value::as_bool) == Some(true);
+    let console_size = hc
+        .get("ConsoleSize")
+        .and_then(Value::as_array)
+        .and_then(|a| Some((a.first()?.as_u64()? as u16, a.get(1)?.as_u64()? as u16)))
+        .filter(|&(h, w)| h > 0 && w > 0);
+    let open_stdin = config.get("OpenStdin").and_then(Value::as_bool) == Some(true);
+    if config.get("NetworkDisabled").and_then(Value::as_bool) == Some(true) {
+        return Err(not_built("Config.NetworkDisabled; use --network none"));
+    }
+
+    // Network.
+    let network = match hc.get("NetworkMode").and_then(Value::as_str).unwrap_or("") {
+        "" | "default" | "bridge" => {
+            warnings.push(
+                "berth: bridge networking is not built yet; the container gets its own network namespace with only loopback (as --network none)"
+                    .to_owned(),
+            );
+            Network::Bridge
+        }
+        "none" => Network::None,
+        "host" => Network::Host,
+        other if other.starts_with("container:") => return Err(not_built(format!("--network {other}"))),
+        other => return Err(Error::NoSuchNetwork { name: other.to_owned() }),
+    };
+    if let Some(eps) = body
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object)
+    {
+        for (name, ep) in eps {
+            if name != network.mode_name() && !(network == Network::Bridge && name == "default") {
+                return Err(Error::NoSuchNetwork { name: name.clone() });
+            }
+            if is_set(ep.pointer("/IPAMConfig/IPv4Address")) || is_set(ep.pointer("/IPAMConfig/IPv6Address")) {
+                return Err(invalid(
+                    "user specified IP address is supported on user defined networks only",
+                ));
+            }
+            if is_set(ep.get("Aliases")) && network != Network::Bridge {
+                return Err(not_built("--network-alias"));
+            }
+        }
+    }
+
+    // Process.
+    let ic = &image.config.config;
+    let user_entrypoint = config.get("Entrypoint").filter(|v| !v.is_null());
+    let entrypoint = match user_entrypoint {
+        Some(v) => strings(Some(v)),
+        None => ic.entrypoint.clone().unwrap_or_default(),
+    };
+    let user_cmd = strings(config.get("Cmd"));
+    let cmd = if !user_cmd.is_empty() {
+        user_cmd
+    } else if user_entrypoint.is_some() {
+        // A new entrypoint drops the image's Cmd, as with dockerd.
+        Vec::new()
+    } else {
+        ic.cmd.clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if args.is_empty() {
+        return Err(invalid("No command specified"));
+    }
+    let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
+    for e in strings(config.get("Env")) {
+        let key = e.split('=').next().unwrap_or_default().to_owned();
+        if !e.contains('=') {
+            // `-e NAME` without a value and no such variable in the CLI's environment.
+            continue;
+        }
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
+    }
+    let cwd = match string(config.get("WorkingDir")) {
+        w if !w.is_empty() => w,
+        _ => ic
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_owned()),
+    };
+    if !cwd.starts_with('/') {
+        return Err(invalid(format!(
+            "the working directory '{cwd}' is invalid, it needs to be an absolute path"
+        )));
+    }
+    let user = match string(config.get("User")) {
+        u if !u.is_empty() => u,
+        _ => ic.user.clone().unwrap_or_default(),
+    };
+    let mut hostname = string(config.get("Hostname"));
+    if hostname.is_empty() {
+        hostname = if network == Network::Host {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| id[..12].to_owned())
+        } else {
+            id[..12].to_owned()
+        };
+    }
+    let domainname = string(config.get("Domainname"));
+
+    // Mounts.
+    let mut mounts = Vec::new();
+    for b in strings(hc.get("Binds")) {
+        mounts.push(parse_bind(&b)?);
+    }
+    if let Some(ms) = hc.get("Mounts").and_then(Value::as_array) {
+        for m in ms {
+            mounts.push(parse_mount(m)?);
+        }
+    }
+    if let Some(t) = hc.get("Tmpfs").and_then(Value::as_object) {
+        for (dest, opts) in t {
+            let options: Vec<String> = opts
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+            mounts.push(MountRec {
+                kind: "tmpfs".into(),
+                source: String::new(),
+                destination: dest.clone(),
+                readonly: options.iter().any(|o| o == "ro"),
+                propagation: String::new(),
+                options,
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &mounts {
+        if !m.destination.starts_with('/') {
+            return Err(invalid(format!(
+                "invalid mount config: mount path must be absolute: {}",
+                m.destination
+            )));
+        }
+        if !seen.insert(m.destination.trim_end_matches('/').to_owned()) {
+            return Err(invalid(format!("Duplicate mount point: {}", m.destination)));
+        }
+    }
+
+    // Name resolution files.
+    let mut extra_hosts = Vec::new();
+    for h in strings(hc.get("ExtraHosts")) {
+        // `name:ip` (the CLI's form) or `name=ip`; IPv6 addresses contain ':'.
+        let (name, ip) = h
+            .split_once('=')
+            .or_else(|| h.split_once(':'))
+            .ok_or_else(|| invalid(format!("invalid extra host {h:?}: expected name:ip")))?;
+        let ip = if ip == "host-gateway" {
+            return Err(not_built("--add-host NAME:host-gateway"));
+        } else {
+            ip.trim_start_matches('[').trim_end_matches(']')
+        };
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!("invalid IP address in add-host: {ip:?}")));
+        }
+        extra_hosts.push((name.to_owned(), ip.to_owned()));
+    }
+    let dns = strings(hc.get("Dns"));
+    for d in &dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!("{d} is not an ip address")));
+        }
+    }
+
+    // Logs.
+    let mut log = LogLimits::default();
+    match hc.pointer("/LogConfig/Type").and_then(Value::as_str).unwrap_or("") {
+        "" | "json-file" => {}
+        other => return Err(not_built(format!("--log-driver {other} (only json-file is built)"))),
+    }
+    if let Some(opts) = hc.pointer("/LogConfig/Config").and_then(Value::as_object) {
+        for (k, v) in opts {
+            let v = v.as_str().unwrap_or_default();
+            match k.as_str() {
+                "max-size" => {
+                    log.max_size = berth_runtime::parse_size(v)
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| invalid(format!("invalid max-size {v:?}")))?;
+                }
+                "max-file" => {
+                    log.max_file = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| invalid(format!("invalid max-file {v:?}: must be a positive number")))?;
+                }
+                other => return Err(invalid(format!("unknown log opt '{other}' for json-file log driver"))),
+            }
+        }
+    }
+
+    let stop_signal = match string(config.get("StopSignal")) {
+        s if !s.is_empty() => {
+            parse_signal(&s)?;
+            s
+        }
+        _ => "SIGTERM".to_owned(),
+    };
+    let settings = Settings {
+        args,
+        env: env.clone(),
+        cwd: cwd.clone(),
+        user: user.clone(),
+        hostname: hostname.clone(),
+        domainname: domainname.clone(),
+        network,
+        privileged: hc.get("Privileged").and_then(Value::as_bool).unwrap_or(false),
+        cap_add: strings(hc.get("CapAdd")),
+        cap_drop: strings(hc.get("CapDrop")),
+        mounts,
+        readonly_rootfs: hc.get("ReadonlyRootfs").and_then(Value::as_bool).unwrap_or(false),
+        extra_hosts,
+        dns,
+        dns_search: strings(hc.get("DnsSearch")),
+        dns_options: strings(hc.get("DnsOptions")),
+        log,
+        auto_remove: hc.get("AutoRemove").and_then(Value::as_bool).unwrap_or(false),
+        stop_signal,
+        stop_timeout: config.get("StopTimeout").and_then(Value::as_i64),
+        open_stdin,
+        resources,
+        tty,
+        console_size,
+        restart,
+    };
+    // Capabilities are checked now, not at start.
+    berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
+
+    let mut labels = ic.labels.clone().unwrap_or_default();
+    if let Some(l) = config.get("Labels").and_then(Value::as_object) {
+        for (k, v) in l {
+            labels.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let inspect_config = json!({
+        "Hostname": hostname,
+        "Domainname": domainname,
+        "User": user,
+        "AttachStdin": config.get("AttachStdin").and_then(Value::as_bool).unwrap_or(false),
+        "AttachStdout": config.get("AttachStdout").and_then(Value::as_bool).unwrap_or(false),
+        "AttachStderr": config.get("AttachStderr").and_then(Value::as_bool).unwrap_or(false),
+        "Tty": tty,
+        "OpenStdin": open_stdin,
+        "StdinOnce": config.get("StdinOnce").and_then(Value::as_bool).unwrap_or(false),
+        "Env": env,
+        "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
+        "Image": string(config.get("Image")),
+        "Volumes": null,
+        "WorkingDir": if cwd == "/" && ic.working_dir.is_none() && string(config.get("WorkingDir")).is_empty() { String::new() } else { cwd },
+        "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
+        "OnBuild": null,
+        "Labels": labels,
+        "StopSignal": config.get("StopSignal").cloned().unwrap_or(Value::Null),
+        "StopTimeout": config.get("StopTimeout").cloned().unwrap_or(Value::Null),
+        "ExposedPorts": config.get("ExposedPorts").cloned().unwrap_or(Value::Null),
+    });
+    let mut host_config = hc.clone();
+    if let Some(o) = host_config.as_object_mut() {
+        o.insert("NetworkMode".into(), json!(network.mode_name()));
+        o.entry("LogConfig")
+            .or_insert(json!({"Type": "json-file", "Config": {}}));
+        if o.get("LogConfig").and_then(|l| l.get("Type")).and_then(Value::as_str) == Some("") {
+            o.insert(
+                "LogConfig".into(),
+                json!({"Type": "json-file", "Config": o["LogConfig"]["Config"].clone()}),
+            );
+        }
+    }
+    Ok(Parsed {
+        settings,
+        config: inspect_config,
+        host_config,
+        warnings,
+    })
+}
+
+/// The cgroup limits, checked as dockerd checks them.
+fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
+    let int = |k: &str| hc.get(k).and_then(Value::as_i64).filter(|&v| v != 0);
+    let text = |k: &str| {
+        hc.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let mut r = berth_runtime::Resources {
+        memory: int("Memory"),
+        memory_swap: int("MemorySwap"),
+        memory_reservation: int("MemoryReservation"),
+        cpu_shares: int("CpuShares").map(|v| v as u64),
+        cpu_quota: int("CpuQuota"),
+        cpu_period: int("CpuPeriod").map(|v| v as u64),
+        cpuset_cpus: text("CpusetCpus"),
+        cpuset_mems: text("CpusetMems"),
+        pids_limit: int("PidsLimit").filter(|&v| v > 0),
+    };
+    if let Some(m) = r.memory {
+        if m < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    match (r.memory, r.memory_swap) {
+        (None, Some(s)) if s > 0 => {
+            return Err(invalid(
+                "You should always set the Memory limit when using Memoryswap limit, see usage",
+            ));
+        }
+        (Some(m), Some(s)) if s > 0 && s < m => {
+            return Err(invalid(
+                "Minimum memoryswap limit should be larger than memory limit, see usage",
+            ));
+        }
+        // dockerd's default: as much swap as memory.
+        (Some(m), None) => r.memory_swap = Some(2 * m),
+        _ => {}
+    }
+    if r.memory_swap.is_some_and(|s| s != -1) && !swap_accounting() {
+        // The kernel cannot limit swap: a limit the user did not ask for is dropped (as
+        // dockerd does); one they asked for is refused.
+        if int("MemorySwap").is_some_and(|s| s > 0) {
+            return Err(invalid(
+                "this kernel does not support swap limits (no memory.memsw.limit_in_bytes); leave --memory-swap unset",
+            ));
+        }
+        r.memory_swap = None;
+    }
+    if r.memory_swap == Some(-1) && !swap_accounting() {
+        r.memory_swap = None;
+    }
+    if let Some(nano) = int("NanoCpus") {
+        if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            return Err(invalid(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        if nano < 10_000_000 || nano > ncpu * 1_000_000_000 {
+            return Err(invalid(format!(
+                "Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
+            )));
+        }
+        r.cpu_period = Some(100_000);
+        r.cpu_quota = Some(nano * 100_000 / 1_000_000_000);
+    }
+    Ok(r)
+}
+
+/// Whether the memory cgroup can limit swap (v1: `memory.memsw.*`; v2: `memory.swap.max`).
+fn swap_accounting() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// `-v SRC:DST[:OPTS]`: a host path (created when missing, as dockerd does for `-v`), or a
+/// named volume (not built yet).
+pub(crate) fn parse_bind(spec: &str) -> Result<MountRec, Error> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, ""),
+        [src, dst, opts] => (*src, *dst, *opts),
+        _ => return Err(invalid(format!("invalid volume specification: '{spec}'"))),
+    };
+    if !src.starts_with('/') {
+        return Err(not_built(format!("named volumes (-v {src}:{dst})")));
+    }
+    let mut readonly = false;
+    let mut propagation = "rprivate".to_owned();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => propagation = o.to_owned(),
+            // SELinux relabelling and copy hints have no meaning on these hosts.
+            "z" | "Z" => return Err(not_built(format!("the :{o} SELinux relabel option"))),
+            "nocopy" => {}
+            other => {
+                return Err(invalid(format!(
+                    "invalid mode: {other} in volume specification: '{spec}'"
+                )));
+            }
+        }
+    }
+    if !std::path::Path::new(src).exists() {
+        std::fs::create_dir_all(src).map_err(|e| invalid(format!("failed to create bind source {src}: {e}")))?;
+    }
+    Ok(MountRec {
+        kind: "bind".into(),
+        source: src.to_owned(),
+        destination: dst.to_owned(),
+        readonly,
+        propagation,
+        options: Vec::new(),
+    })
+}
+
+/// `--mount type=bind|tmpfs,…` as the CLI sends it (`HostConfig.Mounts[]`).
+fn parse_mount(m: &Value) -> Result<MountRec, Error> {
+    let kind = string(m.get("Type"));
+    let target = string(m.get("Target"));
+    let readonly = m.get("ReadOnly").and_then(Value::as_bool).unwrap_or(false);
+    match kind.as_str() {
+        "bind" => {
+            let source = string(m.get("Source"));
+            if !std::path::Path::new(&source).exists() {
+                return Err(invalid(format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {source}"
+                )));
+            }
+            let propagation = m
+                .pointer("/BindOptions/Propagation")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("rprivate")
+                .to_owned();
+            Ok(MountRec {
+                kind,
+                source,
+                destination: target,
+                readonly,
+                propagation,
+                options: Vec::new(),
+            })
+        }
+        "tmpfs" => {
+            let mut options = Vec::new();
+            if let Some(size) = m.pointer("/TmpfsOptions/SizeBytes").and_then(Value::as_i64) {
+                if size > 0 {
+                    options.push(format!("size={size}"));
+                }
+            }
+            if let Some(mode) = m.pointer("/TmpfsOptions/Mode").and_then(Value::as_u64) {
+                options.push(format!("mode={mode:o}"));
+            }
+            if readonly {
+                options.push("ro".into());
+            }
+            Ok(MountRec {
+                kind,
+                source: String::new(),
+                destination: target,
+                readonly,
+                propagation: String::new(),
+                options,
+            })
+        }
+        "volume" => Err(not_built("--mount type=volume")),
+        other => Err(invalid(format!("invalid mount config: mount type unknown: {other:?}"))),
+    }
+}
+
+/// `SIGTERM`, `TERM`, `15` -> the signal.
+pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, Error> {
+    use std::str::FromStr;
+    let bad = || invalid(format!("Invalid signal: {s}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_image::{ContainerConfig, ImageConfig, RootFs};
+
+    fn image() -> ImageRecord {
+        ImageRecord {
+            id: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                .parse()
+                .unwrap(),
+            manifest: None,
+            config: ImageConfig {
+                created: None,
+                author: None,
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                config: ContainerConfig {
+                    env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+                    cmd: Some(vec!["sh".into()]),
+                    ..ContainerConfig::default()
+                },
+                rootfs: RootFs {
+                    kind: "layers".into(),
+                    diff_ids: vec![],
+                },
+                history: vec![],
+            },
+            layers: vec![],
+            size: 0,
+            created: 0,
+        }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn command_env_and_network() {
+        let p = parse(
+            &json!({"Image": "bb", "Cmd": ["echo", "hi"], "Env": ["A=2", "B=3"]}),
+            &image(),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(p.settings.args, ["echo", "hi"]);
+        assert_eq!(p.settings.env, ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(p.settings.network, Network::Bridge);
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.settings.hostname, &ID[..12]);
+        let p = parse(
+            &json!({"Image": "bb", "HostConfig": {"NetworkMode": "none"}}),
+            &image(),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(p.settings.args, ["sh"]);
+        assert!(p.warnings.is_empty());
+        let p = parse(&json!({"Entrypoint": ["env"]}), &image(), ID).unwrap();
+        assert_eq!(p.settings.args, ["env"], "a new entrypoint drops the image's Cmd");
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let table: &[(Value, &str)] = &[
+            (
+                json!({"HostConfig": {"Memory": 1048576}}),
+                "Minimum memory limit allowed is 6MB",
+            ),
+            (
+                json!({"HostConfig": {"Memory": 67108864, "MemorySwap": 1048576}}),
+                "larger than memory limit",
+            ),
+            (json!({"HostConfig": {"NanoCpus": 1000}}), "Range of CPUs"),
+            (
+                json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}}),
+                "--device",
+            ),
+            (
+                json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
+                "-p/--publish",
+            ),
+            (
+                json!({"HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
+                "unknown policy 'sometimes'",
+            ),
+            (
+                json!({"HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
+                "'AutoRemove' container with restart policy",
+            ),
+            (json!({"HostConfig": {"NetworkMode": "site"}}), "network site not found"),
+            (json!({"HostConfig": {"Binds": ["vol:/data"]}}), "named volumes"),
+            (json!({"HostConfig": {"CapAdd": ["BOGUS"]}}), "unknown capability"),
+            (
+                json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),
+                "--log-driver syslog",
+            ),
+            (json!({"WorkingDir": "rel"}), "absolute path"),
+            (
+                json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}]}}),
+                "bind source path does not exist",
+            ),
+            (json!({"StopSignal": "SIGNOPE"}), "Invalid signal"),
+        ];
+        for (body, want) in table {
+            let err = parse(body, &image(), ID)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {body}"));
+            assert!(err.to_string().contains(want), "{body}: {err}");
+        }
+        // The CLI's defaults are not refusals.
+        let ok = json!({"HostConfig": {"MemorySwap": 0, "PidsLimit": null, "MemorySwappiness": -1, "ShmSize": 0, "CgroupnsMode": "private", "IpcMode": "private", "RestartPolicy": {"Name": "no"}}});
+        parse(&ok, &image(), ID).unwrap();
+        let limits =
+            json!({"HostConfig": {"Memory": 67108864, "NanoCpus": 500000000, "PidsLimit": 20, "CpuShares": 512}});
+        let r = parse(&limits, &image(), ID).unwrap().settings.resources;
+        assert_eq!(r.memory, Some(64 << 20));
+        assert_eq!((r.cpu_quota, r.cpu_period), (Some(50_000), Some(100_000)));
+        assert_eq!(r.pids_limit, Some(20));
+        assert_eq!(r.cpu_shares, Some(512));
+    }
+
+    #[test]
+    fn binds_and_tmpfs() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("data");
+        let body = json!({"HostConfig": {
+            "Binds": [format!("{}:/data:ro", src.display())],
+            "Tmpfs": {"/run": "size=1m"},
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}},
+        }});
+        let p = parse(&body, &image(), ID).unwrap();
+        assert!(src.is_dir(), "-v creates a missing host directory");
+        assert_eq!(p.settings.mounts.len(), 2);
+        assert!(p.settings.mounts[0].readonly);
+        assert_eq!(p.settings.mounts[1].options, ["size=1m"]);
+        assert_eq!(
+            p.settings.log,
+            LogLimits {
+                max_size: 1024,
+                max_file: 2
+            }
+        );
+        let dup = json!({"HostConfig": {"Binds": ["/tmp:/x", "/tmp:/x"]}});
+        assert!(parse(&dup, &image(), ID).is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! Berth's runtime: a container's settings become an OCI bundle ([`write_bundle`] over a
+//! [`ContainerSpec`]), its root filesystem an overlay of the image's snapshots
+//! ([`mount_overlay`]), and its life is supervised by one `berth shim` process
+//! ([`shim_main`], started by [`spawn_shim`]) around youki's libcontainer. The shim writes
+//! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`].
+
+mod error;
+mod exec;
+mod log;
+mod rootfs;
+mod shim;
+mod spec;
+
+pub use error::{Error, ErrorKind};
+pub use exec::{ExecConfig, exec_main, resolve_exec_user};
+pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
+pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
+pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
+pub use spec::{
+    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,
+    host_capabilities, write_bundle,
+};

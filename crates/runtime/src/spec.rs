@@ -1,0 +1,753 @@
+//! Container settings -> an OCI runtime bundle (`config.json`), shaped like what dockerd
+//! hands runc: Docker's default mounts, capabilities, masked and read-only paths.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use crate::error::{Error, io};
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability the kernel knows, by bit number (`capability.h`).
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Paths hidden from unprivileged containers (moby `oci/defaults.go`).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths mounted read-only in unprivileged containers.
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Which network namespace the container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NetworkMode {
+    /// The host's own (`--network host`).
+    Host,
+    /// A new namespace with only loopback, brought up by the shim (`--network none`, and
+    /// for now the default bridge).
+    Private,
+}
+
+/// A mount the user asked for (`-v`, `--mount`, `--tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    Bind {
+        source: PathBuf,
+        destination: String,
+        readonly: bool,
+        /// `rprivate` (Docker's default), `private`, `rshared`, `shared`, `rslave`, `slave`.
+        propagation: String,
+    },
+    Tmpfs {
+        destination: String,
+        /// Mount options as given (`size=64m,mode=1777`), added to `nosuid,nodev,noexec`.
+        options: Vec<String>,
+    },
+}
+
+/// The per-container files bind-mounted over the image's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+}
+
+/// cgroup limits (v1 and v2 alike; libcgroups writes them). `None` leaves a limit unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Bytes (`--memory`).
+    pub memory: Option<i64>,
+    /// Memory + swap in bytes, -1 unlimited (`--memory-swap`).
+    pub memory_swap: Option<i64>,
+    /// Bytes (`--memory-reservation`).
+    pub memory_reservation: Option<i64>,
+    /// Relative weight (`--cpu-shares`).
+    pub cpu_shares: Option<u64>,
+    /// Microseconds per period (`--cpus`, `--cpu-quota`).
+    pub cpu_quota: Option<i64>,
+    /// Microseconds (`--cpu-period`).
+    pub cpu_period: Option<u64>,
+    /// `0-3,5` (`--cpuset-cpus`).
+    pub cpuset_cpus: Option<String>,
+    /// `0,1` (`--cpuset-mems`).
+    pub cpuset_mems: Option<String>,
+    /// Most tasks (`--pids-limit`).
+    pub pids_limit: Option<i64>,
+}
+
+/// What a container runs with, resolved by the engine from the image config, `Config` and
+/// `HostConfig`.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub id: String,
+    /// Entrypoint + Cmd.
+    pub args: Vec<String>,
+    /// `KEY=value`, image first, overridden by the user's.
+    pub env: Vec<String>,
+    /// Absolute working directory (`/` when the image and user say nothing).
+    pub cwd: String,
+    /// docker's `--user`: `name|uid[:group|gid]`; empty = root.
+    pub user: String,
+    pub tty: bool,
+    pub hostname: String,
+    pub domainname: String,
+    pub network: NetworkMode,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub readonly_rootfs: bool,
+    pub etc: EtcFiles,
+    /// cgroupfs path, e.g. `/berth/<id>`.
+    pub cgroups_path: String,
+    pub resources: Resources,
+}
+
+/// Writes `<bundle>/config.json` for `spec`, with `rootfs` (the mounted overlay) as root.
+/// Users and groups named in `--user` are looked up in the image's `/etc/passwd` and
+/// `/etc/group`; the working directory is created when missing, as dockerd does.
+pub fn write_bundle(spec: &ContainerSpec, bundle: &Path, rootfs: &Path) -> Result<(), Error> {
+    let value = spec_json(spec, rootfs)?;
+    let oci: Spec = serde_json::from_value(value).map_err(|e| Error::Spec { reason: e.to_string() })?;
+    let cwd = rootfs.join(spec.cwd.trim_start_matches('/'));
+    if !cwd.exists() {
+        std::fs::create_dir_all(&cwd).map_err(io("create working directory", &cwd))?;
+    }
+    let path = bundle.join("config.json");
+    oci.save(&path).map_err(|e| Error::Spec { reason: e.to_string() })?;
+    Ok(())
+}
+
+/// The `config.json` document.
+pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Error> {
+    if spec.args.is_empty() {
+        return Err(Error::Invalid {
+            what: "command",
+            value: String::new(),
+            reason: "no command specified".to_owned(),
+        });
+    }
+    let user = resolve_user(&spec.user, rootfs)?;
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        );
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={}", spec.hostname));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let caps = capabilities(spec)?;
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if spec.network == NetworkMode::Private {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut resources = json!({
+        "devices": if spec.privileged {
+            json!([{"allow": true, "access": "rwm"}])
+        } else {
+            default_device_rules()
+        },
+    });
+    let r = &spec.resources;
+    let mut memory = serde_json::Map::new();
+    if let Some(v) = r.memory {
+        memory.insert("limit".into(), json!(v));
+    }
+    if let Some(v) = r.memory_swap {
+        memory.insert("swap".into(), json!(v));
+    }
+    if let Some(v) = r.memory_reservation {
+        memory.insert("reservation".into(), json!(v));
+    }
+    if !memory.is_empty() {
+        resources["memory"] = Value::Object(memory);
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(v) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_period {
+        cpu.insert("period".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_cpus {
+        cpu.insert("cpus".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_mems {
+        cpu.insert("mems".into(), json!(v));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(v) = r.pids_limit {
+        resources["pids"] = json!({"limit": v});
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": spec.cgroups_path,
+        "resources": resources,
+    });
+    if !spec.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+    } else {
+        linux["devices"] = Value::Array(host_devices());
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": spec.tty,
+            "user": {
+                "uid": user.uid,
+                "gid": user.gid,
+                "additionalGids": user.additional_gids,
+            },
+            "args": spec.args,
+            "env": env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
+        "hostname": spec.hostname,
+        "domainname": spec.domainname,
+        "mounts": mounts(spec),
+        "linux": linux,
+    }))
+}
+
+/// Docker's default mounts, then the per-container `/etc` files, then the user's mounts.
+fn mounts(spec: &ContainerSpec) -> Vec<Value> {
+    let sys_ro = if spec.privileged { "rw" } else { "ro" };
+    let mut out = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_ro]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_ro]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    let user_dests: BTreeSet<&str> = spec
+        .mounts
+        .iter()
+        .map(|m| match m {
+            MountSpec::Bind { destination, .. } | MountSpec::Tmpfs { destination, .. } => destination.as_str(),
+        })
+        .collect();
+    for (dest, src) in [
+        ("/etc/resolv.conf", &spec.etc.resolv_conf),
+        ("/etc/hostname", &spec.etc.hostname),
+        ("/etc/hosts", &spec.etc.hosts),
+    ] {
+        // A user's mount of the same file wins, as with dockerd.
+        if !user_dests.contains(dest) {
+            out.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+        }
+    }
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Bind {
+                source,
+                destination,
+                readonly,
+                propagation,
+            } => {
+                let mut options = vec!["rbind".to_owned(), propagation.clone()];
+                if *readonly {
+                    options.push("ro".to_owned());
+                }
+                out.push(json!({"destination": destination, "type": "bind", "source": source, "options": options}));
+            }
+            MountSpec::Tmpfs { destination, options } => {
+                let mut opts = vec!["nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()];
+                opts.extend(options.iter().cloned());
+                out.push(json!({"destination": destination, "type": "tmpfs", "source": "tmpfs", "options": opts}));
+            }
+        }
+    }
+    out
+}
+
+/// moby's default device cgroup rules: deny all, then the usual character devices.
+fn default_device_rules() -> Value {
+    let rule = |major: i64, minor: Option<i64>, access: &str| {
+        let mut r = json!({"allow": true, "type": "c", "major": major, "access": access});
+        if let Some(minor) = minor {
+            r["minor"] = json!(minor);
+        }
+        r
+    };
+    json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "access": "m"},
+        {"allow": true, "type": "b", "access": "m"},
+        rule(1, Some(3), "rwm"),
+        rule(1, Some(5), "rwm"),
+        rule(1, Some(7), "rwm"),
+        rule(1, Some(8), "rwm"),
+        rule(1, Some(9), "rwm"),
+        rule(5, Some(0), "rwm"),
+        rule(5, Some(1), "rwm"),
+        rule(5, Some(2), "rwm"),
+        rule(136, None, "rwm"),
+        rule(10, Some(200), "rwm"),
+    ])
+}
+
+/// `--privileged`: every device node of the host's `/dev` (not its sub-mounts' pseudo
+/// terminals), as dockerd adds them.
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                // Mounted per container, or not device trees.
+                if !matches!(
+                    path.to_str(),
+                    Some("/dev/pts" | "/dev/shm" | "/dev/mqueue" | "/dev/.lxc" | "/dev/.udev")
+                ) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") || path == Path::new("/dev/ptmx") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            out.push(json!({
+                "path": path,
+                "type": typ,
+                "major": nix::sys::stat::major(rdev),
+                "minor": nix::sys::stat::minor(rdev),
+                "fileMode": meta.mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+            }));
+        }
+    }
+    out
+}
+
+/// Normalises `sys_admin`, `CAP_SYS_ADMIN`, `ALL` as docker does.
+fn cap_name(name: &str) -> Result<String, Error> {
+    let upper = name.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if ALL_CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(Error::Invalid {
+            what: "capability",
+            value: name.to_owned(),
+            reason: format!("unknown capability: \"{full}\""),
+        })
+    }
+}
+
+/// Checks `--cap-add` and `--cap-drop` names (`sys_admin`, `CAP_SYS_ADMIN`, `ALL`).
+pub fn check_capabilities(cap_add: &[String], cap_drop: &[String]) -> Result<(), Error> {
+    for c in cap_add.iter().chain(cap_drop) {
+        cap_name(c)?;
+    }
+    Ok(())
+}
+
+/// The capabilities the daemon itself may grant (its bounding set): `--privileged` gets
+/// these, not a fixed list, so a host without `CAP_SYS_RESOURCE` does not fail to start
+/// privileged containers.
+pub fn host_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, name)| {
+            let granted = bnd & (1u64 << bit) != 0;
+            if !granted {
+                tracing::debug!(capability = name, "not in the host's bounding set; left out");
+            }
+            granted
+        })
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The final capability set: Docker's defaults (or the host's set when privileged), plus
+/// `--cap-add`, minus `--cap-drop`; `ALL` works in both.
+fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>, Error> {
+    let host = host_capabilities();
+    let add: Vec<String> = spec.cap_add.iter().map(|c| cap_name(c)).collect::<Result<_, _>>()?;
+    let drop: Vec<String> = spec.cap_drop.iter().map(|c| cap_name(c)).collect::<Result<_, _>>()?;
+    let mut set: BTreeSet<String> = if spec.privileged {
+        host.iter().map(|c| (*c).to_owned()).collect()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
+    };
+    if !spec.privileged {
+        if drop.iter().any(|c| c == "ALL") {
+            set.clear();
+        }
+        for c in &add {
+            if c == "ALL" {
+                set.extend(host.iter().map(|c| (*c).to_owned()));
+            } else {
+                set.insert(c.clone());
+            }
+        }
+        for c in &drop {
+            set.remove(c);
+        }
+    }
+    // What the host cannot grant cannot be granted: the kernel would refuse the whole start.
+    set.retain(|c| {
+        let ok = host.contains(&c.as_str());
+        if !ok {
+            tracing::debug!(capability = %c, "not in the host's bounding set; left out");
+        }
+        ok
+    });
+    Ok(set.into_iter().collect())
+}
+
+/// A resolved `--user`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) additional_gids: Vec<u32>,
+    pub(crate) home: String,
+}
+
+/// `name|uid[:group|gid]` against the image's `/etc/passwd` and `/etc/group` (as runc's
+/// `user.GetExecUser`): numeric IDs need no entry, names do.
+pub(crate) fn resolve_user(user: &str, rootfs: &Path) -> Result<User, Error> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let entry = entries.iter().find(|f| f[0] == u || f[2] == u);
+    let (uid, mut gid, home, name) = match (entry, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            f[5].to_owned(),
+            Some(f[0]),
+        ),
+        (None, Ok(uid)) => (uid, 0, "/".to_owned(), None),
+        (None, Err(_)) => {
+            return Err(Error::NoSuchUser { user: u.to_owned() });
+        }
+    };
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    if let Some(g) = g {
+        gid = match groups.iter().find(|f| f[0] == g || f[2] == g) {
+            Some(f) => f[2].parse().unwrap_or(0),
+            None => g.parse().map_err(|_| Error::NoSuchGroup { group: g.to_owned() })?,
+        };
+    }
+    let additional_gids = match (name, g) {
+        (Some(name), None) => groups
+            .iter()
+            .filter(|f| f[3].split(',').any(|m| m == name))
+            .filter_map(|f| f[2].parse().ok())
+            .filter(|&x| x != gid)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(User {
+        uid,
+        gid,
+        additional_gids,
+        home,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nu:x:1000:1000::/home/u:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nwheel:x:10:u\nnogroup:x:65534:\nu:x:1000:\n",
+        )
+        .unwrap();
+        d
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "abc".into(),
+            args: vec!["sh".into()],
+            env: vec!["A=1".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            tty: false,
+            hostname: "abc".into(),
+            domainname: String::new(),
+            network: NetworkMode::Private,
+            privileged: false,
+            cap_add: vec![],
+            cap_drop: vec![],
+            mounts: vec![],
+            readonly_rootfs: false,
+            etc: EtcFiles {
+                hosts: "/c/hosts".into(),
+                resolv_conf: "/c/resolv.conf".into(),
+                hostname: "/c/hostname".into(),
+            },
+            cgroups_path: "/berth/abc".into(),
+            resources: Resources::default(),
+        }
+    }
+
+    #[test]
+    fn users_resolve_like_runc() {
+        let r = rootfs();
+        // (uid, gid, additional gids, home); None = refused.
+        type Want = Option<(u32, u32, &'static [u32], &'static str)>;
+        let table: &[(&str, Want)] = &[
+            ("", Some((0, 0, &[], "/root"))),
+            ("root", Some((0, 0, &[], "/root"))),
+            ("u", Some((1000, 1000, &[10], "/home/u"))),
+            ("1000", Some((1000, 1000, &[10], "/home/u"))),
+            ("1000:1000", Some((1000, 1000, &[], "/home/u"))),
+            ("4242:4343", Some((4242, 4343, &[], "/"))),
+            ("nobody:wheel", Some((65534, 10, &[], "/nonexistent"))),
+            ("ghost", None),
+            ("u:ghosts", None),
+        ];
+        for &(user, want) in table {
+            let got = resolve_user(user, r.path());
+            match want {
+                Some((uid, gid, extra, home)) => {
+                    let got = got.unwrap_or_else(|e| panic!("{user}: {e}"));
+                    assert_eq!(
+                        got,
+                        User {
+                            uid,
+                            gid,
+                            additional_gids: extra.to_vec(),
+                            home: home.into()
+                        },
+                        "{user}"
+                    );
+                }
+                None => assert!(got.is_err(), "{user}"),
+            }
+        }
+    }
+
+    #[test]
+    fn default_caps_and_adds_and_drops() {
+        let r = rootfs();
+        let mut s = spec();
+        s.cap_add = vec!["sys_admin".into()];
+        s.cap_drop = vec!["CAP_CHOWN".into(), "net_raw".into()];
+        let v = spec_json(&s, r.path()).unwrap();
+        let caps: Vec<String> = serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_owned()) || !host_capabilities().contains(&"CAP_SYS_ADMIN"));
+        assert!(!caps.contains(&"CAP_CHOWN".to_owned()));
+        assert!(!caps.contains(&"CAP_NET_RAW".to_owned()));
+        assert!(caps.contains(&"CAP_KILL".to_owned()));
+        s.cap_add = vec!["BOGUS".into()];
+        let err = spec_json(&s, r.path()).unwrap_err();
+        assert!(err.to_string().contains("unknown capability: \"CAP_BOGUS\""), "{err}");
+    }
+
+    #[test]
+    fn privileged_unmasks_and_gets_the_host_set() {
+        let r = rootfs();
+        let mut s = spec();
+        s.privileged = true;
+        let v = spec_json(&s, r.path()).unwrap();
+        assert!(v["linux"].get("maskedPaths").is_none());
+        let caps: Vec<String> = serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
+        assert_eq!(caps.len(), host_capabilities().len());
+        let plain = spec_json(&spec(), r.path()).unwrap();
+        assert_eq!(
+            plain["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+    }
+
+    #[test]
+    fn mounts_env_and_namespaces() {
+        let r = rootfs();
+        let mut s = spec();
+        s.mounts = vec![
+            MountSpec::Bind {
+                source: "/srv/data".into(),
+                destination: "/data".into(),
+                readonly: true,
+                propagation: "rprivate".into(),
+            },
+            MountSpec::Tmpfs {
+                destination: "/run".into(),
+                options: vec!["size=1m".into()],
+            },
+            MountSpec::Bind {
+                source: "/etc/myhosts".into(),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+                propagation: "rprivate".into(),
+            },
+        ];
+        s.network = NetworkMode::Host;
+        s.user = "u".into();
+        let v = spec_json(&s, r.path()).unwrap();
+        let oci: Spec = serde_json::from_value(v.clone()).unwrap();
+        let mounts = oci.mounts().as_ref().unwrap();
+        let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
+        assert_eq!(data.options().as_ref().unwrap(), &["rbind", "rprivate", "ro"]);
+        let hosts: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.destination() == Path::new("/etc/hosts"))
+            .collect();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].source().as_deref(), Some(Path::new("/etc/myhosts")));
+        let env: Vec<String> = serde_json::from_value(v["process"]["env"].clone()).unwrap();
+        assert!(env[0].starts_with("PATH="));
+        assert!(env.contains(&"HOME=/home/u".to_owned()));
+        assert!(env.contains(&"HOSTNAME=abc".to_owned()));
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "network"));
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+    }
+}
