@@ -203,6 +203,9 @@ bench() {
             stop_pid "$DPID"; kill_tree_under "$(dirname "$DDATA")"; unmount_under "$(dirname "$DDATA")"
             "start_$sys" || { result pull_s "$sys" "" "restart failed"; return 1; }
         fi
+        # Every round starts with no dirty pages from an earlier one: dockerd leaves its
+        # writes to the kernel, Berth syncs its own; neither pays for the other's write-back.
+        sync
         t0=$(now)
         if ! dock "$DHOST" pull -q "$REF" >"$WORK/$sys-pull-$r.log" 2>&1; then
             log "$sys pull failed: $(tail -c 600 "$WORK/$sys-pull-$r.log" | tr '\n' ' ')"
@@ -229,6 +232,7 @@ bench() {
     result meta "${sys}_processes" "$names"
     dock "$DHOST" rmi "$REF" >/dev/null 2>&1
     for r in $(seq "$BENCH_ROUNDS"); do
+        sync
         t0=$(now)
         if ! id=$(dock "$DHOST" import "$WORK/rootfs.tar" bench/imported:"$r" 2>"$WORK/$sys-import-$r.log"); then
             log "$sys import failed: $(tail -c 600 "$WORK/$sys-import-$r.log" | tr '\n' ' ')"

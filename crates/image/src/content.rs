@@ -99,6 +99,7 @@ impl ContentStore for LocalContent {
             file: io::BufWriter::with_capacity(1 << 20, file),
             digester: Digester::new(Algorithm::Sha256),
             size: 0,
+            written_back: 0,
         })
     }
 
@@ -149,7 +150,13 @@ pub struct LocalWriter {
     file: io::BufWriter<File>,
     digester: Digester,
     size: u64,
+    /// Bytes whose write-back has been started (see `write`).
+    written_back: u64,
 }
+
+/// A blob's pages are handed to the disk every this many bytes as it is written, so the
+/// commit's fsync finds little left to do.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl std::fmt::Debug for LocalWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,6 +172,11 @@ impl Write for LocalWriter {
         let n = self.file.write(buf)?;
         self.digester.update(&buf[..n]);
         self.size += n as u64;
+        let in_file = self.size - self.file.buffer().len() as u64;
+        if in_file - self.written_back >= WRITEBACK_EVERY {
+            crate::extract::start_writeback_range(self.file.get_ref(), self.written_back, in_file - self.written_back);
+            self.written_back = in_file;
+        }
         Ok(n)
     }
 

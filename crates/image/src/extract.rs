@@ -231,9 +231,21 @@ fn copy_file(src: &mut impl Read, f: &mut fs::File, buf: &mut [u8]) -> io::Resul
 
 /// Asks the kernel to start writing `f`'s dirty pages now, without waiting for them.
 fn start_writeback(f: &fs::File) {
+    start_writeback_range(f, 0, 0);
+}
+
+/// [`start_writeback`] for `len` bytes from `offset` (0: to the end).
+pub(crate) fn start_writeback_range(f: &fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain syscall on an open descriptor; it reads no memory of ours.
-    let rc = unsafe { nix::libc::sync_file_range(f.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE) };
+    let rc = unsafe {
+        nix::libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as nix::libc::off64_t,
+            len as nix::libc::off64_t,
+            nix::libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
     if rc != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed; the final sync writes the file");
     }
