@@ -133,13 +133,7 @@ impl ImageStore {
             }
             let (id, _) = self.put_blob(&p.config_bytes)?;
             let (manifest, _) = self.put_blob(&p.manifest_bytes)?;
-            let created = p
-                .config
-                .created
-                .as_deref()
-                .and_then(|c| time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_else(time::OffsetDateTime::now_utc)
-                .unix_timestamp();
+            let created = p.config.created_unix();
             let record = ImageRecord {
                 id: id.clone(),
                 manifest: Some(manifest),

@@ -26,6 +26,17 @@ pub struct ImageConfig {
     pub history: Vec<History>,
 }
 
+impl ImageConfig {
+    /// `created` as Unix seconds; now when it is missing or not RFC 3339.
+    pub fn created_unix(&self) -> i64 {
+        self.created
+            .as_deref()
+            .and_then(|c| time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(time::OffsetDateTime::now_utc)
+            .unix_timestamp()
+    }
+}
+
 /// The defaults a container of the image starts with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

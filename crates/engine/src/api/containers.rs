@@ -54,6 +54,20 @@ pub(super) async fn start(
     })
 }
 
+/// The `t` of stop and restart: seconds to wait before killing, when given.
+fn stop_timeout(q: &Query) -> Result<Option<i64>, Error> {
+    q.get("t")
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<i64>().map_err(|_| Error::InvalidQuery {
+                name: "t",
+                value: t.to_owned(),
+                reason: "expected a number of seconds",
+            })
+        })
+        .transpose()
+}
+
 /// `POST /containers/{id}/stop?t=&signal=`: 204, or 304 when it was not running.
 pub(super) async fn stop(
     StateExtractor(state): AppState,
@@ -62,14 +76,7 @@ pub(super) async fn stop(
 ) -> Result<StatusCode, Error> {
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
-    let t = match q.get("t").filter(|t| !t.is_empty()) {
-        Some(t) => Some(t.parse::<i64>().map_err(|_| Error::InvalidQuery {
-            name: "t",
-            value: t.to_owned(),
-            reason: "expected a number of seconds",
-        })?),
-        None => None,
-    };
+    let t = stop_timeout(&q)?;
     Ok(if state.containers.stop(&entry, t, q.get("signal")).await? {
         StatusCode::NO_CONTENT
     } else {
@@ -85,14 +92,7 @@ pub(super) async fn restart(
 ) -> Result<StatusCode, Error> {
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
-    let t = match q.get("t").filter(|t| !t.is_empty()) {
-        Some(t) => Some(t.parse::<i64>().map_err(|_| Error::InvalidQuery {
-            name: "t",
-            value: t.to_owned(),
-            reason: "expected a number of seconds",
-        })?),
-        None => None,
-    };
+    let t = stop_timeout(&q)?;
     state.containers.stop(&entry, t, q.get("signal")).await?;
     state.containers.start(&entry).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -541,11 +541,17 @@ fn frame(e: &LogEntry, w: Wanted) -> Option<Bytes> {
     if w.raw {
         return Some(Bytes::from(payload));
     }
-    let mut out = Vec::with_capacity(8 + payload.len());
+    Some(multiplexed(kind, payload.as_bytes()))
+}
+
+/// One frame of a multiplexed (non-TTY) stream: the 8-byte header (stream 1 stdout,
+/// 2 stderr; the length, big-endian), then the bytes.
+pub(super) fn multiplexed(kind: u8, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(8 + data.len());
     out.extend_from_slice(&[kind, 0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload.as_bytes());
-    Some(Bytes::from(out))
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    Bytes::from(out)
 }
 
 /// Sends what the log gains until the run that was current at `exits` ends (or the
@@ -809,13 +815,18 @@ pub(super) async fn attach(
             input.abort();
         }
     });
+    Ok(upgraded(content_type))
+}
+
+/// The `101 UPGRADED` answer of a hijacked attach or exec stream.
+pub(super) fn upgraded(content_type: HeaderValue) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(resp)
+    resp
 }
 
 #[cfg(test)]

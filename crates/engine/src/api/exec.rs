@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::State;
+use super::containers::{multiplexed, upgraded};
 use crate::containers::Exec;
 use crate::error::Error;
 
@@ -36,22 +37,13 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))).into_response())
 }
 
-/// Frames one chunk of output (1 stdout, 2 stderr).
-fn frame(kind: u8, data: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(8 + data.len());
-    out.extend_from_slice(&[kind, 0, 0, 0]);
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(data);
-    Bytes::from(out)
-}
-
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, kind: u8, tx: mpsc::Sender<Bytes>, wanted: bool) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) if wanted => {
-                if tx.send(frame(kind, &buf[..n])).await.is_err() {
+                if tx.send(multiplexed(kind, &buf[..n])).await.is_err() {
                     // The client is gone; keep draining so the process does not block.
                     continue;
                 }
@@ -181,16 +173,9 @@ pub(super) async fn start(
             input.abort();
         }
     });
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.docker.multiplexed-stream"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(resp)
+    Ok(upgraded(HeaderValue::from_static(
+        "application/vnd.docker.multiplexed-stream",
+    )))
 }
 
 fn inspect_json(exec: &Exec) -> Value {
