@@ -92,6 +92,19 @@ async fn monolithic_upload_with_wrong_digest_leaves_nothing() {
             expect_error(r, 400, &["DIGEST_INVALID"], &format!("POST ?digest={bad}")).await?;
         }
 
+        // A refused upload whose body is still on its way: the registry answers before reading
+        // it and must not reset the connection under the client (which would lose the answer).
+        let big = random_bytes(101, 8 << 20);
+        for round in 0..3 {
+            let r = reg
+                .req(Method::POST, &format!("/v2/{REPO}/blobs/uploads/?digest=sha256:xyz"))
+                .body(big.clone())
+                .send()
+                .await
+                .with_context(|| format!("round {round}: POST ?digest=sha256:xyz with 8 MiB"))?;
+            expect_error(r, 400, &["DIGEST_INVALID"], "POST ?digest=sha256:xyz with 8 MiB").await?;
+        }
+
         reg.assert_blobs_absent(REPO, &[&actual, &claimed]).await?;
         ensure!(
             reg.upload_dirs()?.is_empty(),

@@ -2,14 +2,19 @@
 //! refuses writes in read-only mode, calls the handler, and writes the access log line and
 //! the request metrics.
 
-use std::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_oci::RepoName;
+use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body::{Frame, SizeHint};
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::registry::Registry;
@@ -97,6 +102,7 @@ pub fn router(reg: Registry) -> Router {
 
 async fn dispatch(State(reg): State<Registry>, req: Request) -> Response {
     let started = Instant::now();
+    let req = req.map(|body| Body::new(DrainUnread::new(body)));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let route = Route::parse(&path);
@@ -136,6 +142,70 @@ async fn dispatch(State(reg): State<Registry>, req: Request) -> Response {
         user = user.as_deref().unwrap_or("-"),
     );
     resp
+}
+
+/// The most a refused request's unread body is drained by, and for how long.
+const DRAIN_LIMIT: u64 = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// A request body that, when a handler drops it unread (an error answered before the upload
+/// was read, such as a malformed `?digest=`), keeps reading what the client still sends, up to
+/// [`DRAIN_LIMIT`] bytes, in a task of its own. Dropping it outright makes hyper close the
+/// socket with data unread, the kernel answers with a reset, and the client may lose the
+/// error response it was sent; Go's net/http (and so Distribution) drains the same way.
+struct DrainUnread {
+    inner: Option<Body>,
+}
+
+impl DrainUnread {
+    fn new(body: Body) -> Self {
+        DrainUnread { inner: Some(body) }
+    }
+}
+
+impl HttpBody for DrainUnread {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map(HttpBody::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for DrainUnread {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else { return };
+        if body.is_end_stream() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut stream = body.into_data_stream();
+            let mut left = DRAIN_LIMIT;
+            let drain = async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    left = left.saturating_sub(chunk.len() as u64);
+                    if left == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        });
+    }
 }
 
 fn method_label(m: &Method) -> &'static str {
