@@ -4,6 +4,7 @@
 //! ([`shim_main`], started by [`spawn_shim`]) around youki's libcontainer. The shim writes
 //! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`].
 
+mod cgroup_prime;
 mod error;
 mod exec;
 mod log;
@@ -11,11 +12,12 @@ mod rootfs;
 mod shim;
 mod spec;
 
+pub use cgroup_prime::prime as prime_cgroup_attach;
 pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
-pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
+pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,
     host_capabilities, write_bundle,

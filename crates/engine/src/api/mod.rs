@@ -133,11 +133,25 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Strips and checks the `/v1.N` prefix, and adds the headers dockerd puts on every answer.
+/// Requests are logged at debug level (`RUST_LOG=berth_engine::api=debug`), as dockerd's
+/// `--debug` does: method, path, status and the time to the answer's head.
 async fn api_version(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().to_string());
     let mut resp = match strip_version(req) {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     };
+    if let Some(path) = path {
+        tracing::debug!(
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
     let h = resp.headers_mut();
     let server = HeaderValue::from_str(&format!("Berth/{VERSION}")).expect("version is ASCII");
     h.insert(http::header::SERVER, server);

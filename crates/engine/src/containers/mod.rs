@@ -328,7 +328,7 @@ impl Containers {
     /// The `berth shim-exec` command for `exec` (its config written next to the container).
     pub(crate) fn exec_command(&self, exec: &Exec) -> Result<tokio::process::Command> {
         let path = self.dir(&exec.container).join(format!("exec-{}.json", exec.id));
-        berth_runtime::write_atomic(&path, &serde_json::to_vec(&exec.config).expect("serialisable"))?;
+        berth_runtime::write_cached(&path, &serde_json::to_vec(&exec.config).expect("serialisable"))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("shim-exec").arg(path).env_remove("RUST_LOG");
         Ok(cmd)
@@ -448,26 +448,30 @@ impl Containers {
         (all.len(), running, all.len() - running)
     }
 
-    fn persist(&self, rec: &Record) -> Result<()> {
+    fn persist(&self, rec: &Record, write: Write) -> Result<()> {
         let path = self.dir(&rec.id).join("container.json");
         let data = serde_json::to_vec_pretty(rec).expect("serialisable");
-        berth_runtime::write_atomic(&path, &data)?;
+        match write {
+            Write::Synced => berth_runtime::write_atomic(&path, &data)?,
+            Write::Cached => berth_runtime::write_cached(&path, &data)?,
+            Write::Skip => {}
+        }
         Ok(())
     }
 
-    /// Changes the record, writes it, and tells waiters.
+    /// Changes the record, writes it durably, and tells waiters.
     fn update(&self, entry: &Entry, f: impl FnOnce(&mut Record)) -> Result<Record> {
-        self.update_with(entry, true, f)
+        self.update_with(entry, Write::Synced, f)
     }
 
-    /// [`update`](Self::update), writing the record only when `durable`.
-    fn update_with(&self, entry: &Entry, durable: bool, f: impl FnOnce(&mut Record)) -> Result<Record> {
+    /// [`update`](Self::update), writing the record as `write` says.
+    fn update_with(&self, entry: &Entry, write: Write, f: impl FnOnce(&mut Record)) -> Result<Record> {
         let rec = {
             let mut r = entry.record.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut r);
             r.clone()
         };
-        let result = if durable { self.persist(&rec) } else { Ok(()) };
+        let result = self.persist(&rec, write);
         entry.phase.send_modify(|p| {
             p.running = rec.running();
             p.exit_code = rec.state.exit_code;
@@ -478,6 +482,8 @@ impl Containers {
     /// `POST /containers/create`: resolves the image, parses the request and writes the
     /// record. Returns the ID and warnings.
     pub(crate) async fn create(&self, body: &Value, name: Option<&str>) -> Result<(String, Vec<String>)> {
+        // A start usually follows: let the kernel's cgroup-migration grace period run now.
+        berth_runtime::prime_cgroup_attach();
         let image_name = body.get("Image").and_then(Value::as_str).unwrap_or_default().to_owned();
         if image_name.is_empty() {
             return Err(Error::InvalidContainerConfig {
@@ -549,7 +555,7 @@ impl Containers {
                 }
                 Ok(())
             })
-            .and_then(|()| self.persist(&record));
+            .and_then(|()| self.persist(&record, Write::Synced));
         if let Err(e) = written {
             let _ = remove_dir(&dir);
             self.forget(&entry);
@@ -610,6 +616,7 @@ impl Containers {
         if rec.state.status == "removing" {
             return Err(Error::NoSuchContainer { name: rec.id });
         }
+        berth_runtime::prime_cgroup_attach();
         // The previous run's shim may still be unmounting the root filesystem this start
         // is about to mount again.
         let mut rx = entry.subscribe();
@@ -621,7 +628,9 @@ impl Containers {
             .expect("start does not panic");
         match started {
             Ok((shim_pid, pid, pipe)) => {
-                self.update(entry, |r| {
+                // Not synced: after a power loss nothing runs, whatever the record says, and
+                // `restore` settles a run whose shim is gone from its exit file.
+                self.update_with(entry, Write::Cached, |r| {
                     r.manually_stopped = false;
                     r.restart_count = if auto { r.restart_count + 1 } else { 0 };
                     r.state = RunState {
@@ -690,8 +699,16 @@ impl Containers {
             .map(|c| self.images.snapshot_path(c))
             .collect();
         let rootfs = dir.join("rootfs");
+        let t0 = std::time::Instant::now();
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let mounted = t0.elapsed();
         let result = self.launch(rec, &dir, &rootfs);
+        tracing::debug!(
+            container = %rec.id,
+            mount_ms = mounted.as_secs_f64() * 1000.0,
+            total_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "root filesystem mounted and shim started"
+        );
         if result.is_err() {
             if let Err(e) = berth_runtime::unmount(&rootfs) {
                 tracing::warn!(container = %rec.id, error = %e, "failed to unmount after a failed start");
@@ -765,7 +782,7 @@ impl Containers {
             resize_fifo: s.tty.then(|| self.resize_fifo(&rec.id)),
         };
         let shim_path = dir.join("shim.json");
-        berth_runtime::write_atomic(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
+        berth_runtime::write_cached(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
         Ok(berth_runtime::spawn_shim(
             &self.exe,
             &shim_path,
@@ -817,8 +834,12 @@ impl Containers {
         }
         // A --rm container is deleted next: its exit need not be written (after a crash,
         // `restore` finds it running with its shim gone, reads the exit file and removes it).
-        let durable = !entry.record().settings.auto_remove;
-        let rec = self.update_with(entry, durable, |r| {
+        let write = if entry.record().settings.auto_remove {
+            Write::Skip
+        } else {
+            Write::Synced
+        };
+        let rec = self.update_with(entry, write, |r| {
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.shim_pid = 0;
@@ -1112,6 +1133,17 @@ fn restart_delay(count: u64) -> Duration {
 }
 
 /// The log file of a container.
+/// How a changed container record reaches the disk.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Write {
+    /// Synced before the call returns: what must survive a power loss (create, stop, exit).
+    Synced,
+    /// Left to the page cache: survives a crash of the daemon, not a power loss.
+    Cached,
+    /// Not written: the record is about to go (a `--rm` container's exit).
+    Skip,
+}
+
 pub(crate) fn log_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}-json.log"))
 }
