@@ -97,11 +97,70 @@ impl Client {
         Err(anyhow!(message))
     }
 
+    /// A request that asks to take over the connection (`Upgrade: tcp`, as the docker CLI
+    /// sends for attach and exec start): the raw stream once the daemon answers
+    /// `101 Switching Protocols` (or 200, as older daemons do, with the stream as the body).
+    pub(crate) async fn hijack(&self, method: Method, path: &str, json: Option<&Value>) -> anyhow::Result<Upgraded> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
+            format!(
+                "cannot connect to the berth daemon at {} (is it running? start one with `berth daemon -H {}`)",
+                self.host, self.host
+            )
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .with_context(|| format!("failed to talk HTTP to the daemon at {}", self.host))?;
+        tokio::spawn(conn.with_upgrades());
+        let body = json.map(json_request).unwrap_or_else(empty);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "berth")
+            .header(hyper::header::USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "tcp")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .context("failed to build the request")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("the daemon at {} did not answer", self.host))?;
+        if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let upgraded = hyper::upgrade::on(resp)
+                .await
+                .context("the daemon did not hand over the stream")?;
+            return Ok(Upgraded::Raw(TokioIo::new(upgraded)));
+        }
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+            return Err(anyhow!(message));
+        }
+        Ok(Upgraded::Body(resp.into_body()))
+    }
+
     /// `GET path`, the answer as JSON.
     pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self.request(Method::GET, path, &[], empty()).await?;
         json_body(resp).await
     }
+}
+
+/// A hijacked connection: both directions raw, or (from a daemon that does not upgrade) the
+/// answer's body only.
+pub(crate) enum Upgraded {
+    Raw(TokioIo<hyper::upgrade::Upgraded>),
+    Body(Incoming),
 }
 
 /// The whole answer as JSON.
@@ -113,6 +172,13 @@ pub(crate) async fn json_body(resp: Response<Incoming>) -> anyhow::Result<Value>
         .context("failed to read the daemon's answer")?
         .to_bytes();
     serde_json::from_slice(&bytes).context("the daemon's answer is not JSON")
+}
+
+/// A JSON request body.
+pub(crate) fn json_request(v: &Value) -> Body {
+    http_body_util::Full::new(Bytes::from(v.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub(crate) fn empty() -> Body {

@@ -99,6 +99,24 @@ enum Command {
     InspectImage(Client<commands::inspect_image::InspectArgs>),
     /// Manage images (`berth image inspect`, `ls`, `rm`).
     Image(Client<ImageArgs>),
+    /// Create and start a container from an image, and show its output.
+    Run(Box<Client<commands::container::RunArgs>>),
+    /// List containers.
+    Ps(Client<commands::container::PsArgs>),
+    /// Start stopped containers.
+    Start(Client<commands::container::NamesArgs>),
+    /// Stop running containers (the stop signal, then SIGKILL after a grace time).
+    Stop(Client<commands::container::StopArgs>),
+    /// Send a signal to running containers.
+    Kill(Client<commands::container::KillArgs>),
+    /// Remove containers.
+    Rm(Client<commands::container::RmArgs>),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(Client<commands::container::NamesArgs>),
+    /// Show a container's output.
+    Logs(Client<commands::container::LogsArgs>),
+    /// Run a command in a running container.
+    Exec(Client<commands::container::ExecArgs>),
     /// Show the version of this binary and of the daemon, when one answers.
     Version(Client<NoArgs>),
     /// The per-container supervisor the daemon starts (not for direct use).
@@ -133,6 +151,15 @@ impl Command {
             Command::InspectImage(c) => c.host.host.take(),
             Command::Image(c) => c.host.host.take(),
             Command::Version(c) => c.host.host.take(),
+            Command::Run(c) => c.host.host.take(),
+            Command::Ps(c) => c.host.host.take(),
+            Command::Start(c) => c.host.host.take(),
+            Command::Stop(c) => c.host.host.take(),
+            Command::Kill(c) => c.host.host.take(),
+            Command::Rm(c) => c.host.host.take(),
+            Command::Wait(c) => c.host.host.take(),
+            Command::Logs(c) => c.host.host.take(),
+            Command::Exec(c) => c.host.host.take(),
         }
     }
 }
@@ -166,7 +193,11 @@ where
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    runtime.block_on(f(()))
+    let result = runtime.block_on(f(()));
+    // A read of stdin still blocked in its thread (`berth run -i` after the container
+    // exited) must not keep the command from exiting.
+    runtime.shutdown_background();
+    result
 }
 
 /// The commands that talk to a daemon through the API.
@@ -183,6 +214,15 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Rmi(c) => commands::rmi::run(c.args, client, printer).await,
         Command::InspectImage(c) => commands::inspect_image::run(c.args, client, printer).await,
         Command::Image(c) => commands::image::run(c.args.command, client, printer).await,
+        Command::Run(c) => commands::container::run(c.args, client, printer).await,
+        Command::Ps(c) => commands::container::ps(c.args, client, printer).await,
+        Command::Start(c) => commands::container::start(c.args, client, printer).await,
+        Command::Stop(c) => commands::container::stop(c.args, client, printer).await,
+        Command::Kill(c) => commands::container::kill(c.args, client, printer).await,
+        Command::Rm(c) => commands::container::rm(c.args, client, printer).await,
+        Command::Wait(c) => commands::container::wait(c.args, client, printer).await,
+        Command::Logs(c) => commands::container::logs(c.args, client, printer).await,
+        Command::Exec(c) => commands::container::exec(c.args, client, printer).await,
         Command::Daemon(_)
         | Command::Registry(_)
         | Command::Version(_)
@@ -241,6 +281,11 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The exit code of what the command ran (`berth run`, `exec`); nothing to print.
+        Err(e) if e.downcast_ref::<commands::container::ExitStatus>().is_some() => {
+            let status = e.downcast_ref::<commands::container::ExitStatus>().map_or(1, |s| s.0);
+            ExitCode::from(status)
+        }
         Err(e) => {
             printer.error(&e);
             ExitCode::FAILURE

@@ -38,6 +38,11 @@ impl Printer {
         self.stdout_tty
     }
 
+    /// A remark on stderr that is not the command's result (docker's "Unable to find image").
+    pub(crate) fn note(&self, s: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "{s}");
+    }
+
     /// A failure with its chain of causes: what failed, on what, and why.
     pub(crate) fn error(&self, e: &anyhow::Error) {
         let mut out = std::io::stderr().lock();

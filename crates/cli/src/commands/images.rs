@@ -123,8 +123,8 @@ fn table_rows(image: &Value, now: i64) -> Vec<[String; 5]> {
 }
 
 /// Columns padded to their widest cell, three spaces apart (as docker's tabwriter).
-fn table(rows: &[[String; 5]]) -> Vec<String> {
-    let mut widths = [0; 5];
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -146,13 +146,13 @@ fn table(rows: &[[String; 5]]) -> Vec<String> {
 }
 
 /// The 12 hex digits docker shows.
-fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.chars().take(12).collect()
 }
 
 /// Docker's `units.HumanDuration` plus " ago".
-fn ago(secs: i64) -> String {
+pub(crate) fn ago(secs: i64) -> String {
     let s = secs.max(0);
     let (m, h, d) = (s / 60, s / 3600, s / 86400);
     let text = match () {

@@ -1,3 +1,4 @@
+pub(crate) mod container;
 pub(crate) mod daemon;
 pub(crate) mod image;
 pub(crate) mod images;
