@@ -681,6 +681,58 @@ fn tty_run_it_through_a_terminal() {
     assert_eq!(status.code(), Some(4), "{out}");
     assert!(out.contains("33 111\r\n"), "{out}");
     assert!(out.contains("hello-3\r\n"), "{out}");
+
+    // exec -t into a container without a terminal of its own: the exec gets one.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "host",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let out = daemon.docker_ok(&["exec", "-t", "host", "sh", "-c", "test -t 0 && echo exec-tty; tty"]);
+    assert!(out.stdout.starts_with("exec-tty\r\n/dev/pts/"), "{out}");
+    let out = daemon.docker(&["exec", "-t", "host", "sh", "-c", "exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "{out}");
+    let out = daemon.docker(&["exec", "-t", "host", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{out}");
+    // exec -it through a pseudo-terminal: size, input, output, exit code.
+    let docker = format!(
+        "stty rows 21 cols 77; DOCKER_CONFIG={} docker -H {} exec -it -e GREETING=hi host sh",
+        daemon.docker_config.display(),
+        daemon.paths.host()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &docker, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start script (util-linux)");
+    let out = drain(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("piped");
+    let typist = thread::spawn(move || {
+        use std::io::Write;
+        thread::sleep(Duration::from_millis(1500));
+        let _ = stdin.write_all(b"stty size; echo $GREETING-$((2+3)); exit 5\r");
+        thread::sleep(Duration::from_secs(3));
+    });
+    let status = wait_deadline(&mut child, CLI_TIMEOUT).expect("docker exec -it finished");
+    let _ = typist.join();
+    let out = out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    println!("$ docker exec -it host sh (through script)\n{out}");
+    assert_eq!(status.code(), Some(5), "{out}");
+    assert!(out.contains("21 77\r\n"), "{out}");
+    assert!(out.contains("hi-5\r\n"), "{out}");
+    daemon.docker_ok(&["rm", "-f", "host"]);
+    let left: Vec<_> = fs::read_dir(daemon.paths.data_root.join("containers"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "container files left: {left:?}");
 }
 
 #[test]

@@ -24,6 +24,19 @@ pub struct ExecConfig {
     pub cwd: Option<PathBuf>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Give the process a terminal (`docker exec -t`); its other settings (capabilities,
+    /// rlimits, no-new-privileges) are then taken from the container's `config.json` in
+    /// `bundle`.
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// The terminal's first size (rows, columns).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// With a terminal: a FIFO of `ROWS COLS` lines that resize it.
+    #[serde(default)]
+    pub resize_fifo: Option<PathBuf>,
 }
 
 /// Resolves `--user` for an exec against the container's root filesystem: (uid, gid).
@@ -54,6 +67,12 @@ pub fn exec_main(config_path: &Path) -> i32 {
             );
         }
     };
+    if config.tty {
+        return match exec_tty(&config, config_path) {
+            Ok(code) => code,
+            Err(msg) => fail(126, format!("OCI runtime exec failed: exec failed: {msg}: unknown")),
+        };
+    }
     let stdio = |fd: i32| -> Result<OwnedFd, String> {
         nix::unistd::dup(fd)
             .map(|d| {
@@ -106,4 +125,178 @@ pub fn exec_main(config_path: &Path) -> i32 {
             Err(_) => return 126,
         }
     }
+}
+
+/// `docker exec -t`: the process gets a terminal whose master comes back over a console
+/// socket; this process then carries stdin to it and its output to stdout (raw, as docker
+/// shows a terminal), applies resizes from the FIFO, and returns the exit code.
+fn exec_tty(config: &ExecConfig, config_path: &Path) -> Result<i32, String> {
+    use std::fs::File;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+    let process_path = config_path.with_extension("process.json");
+    write_tty_process(config, &process_path)?;
+    let dir = config_path.parent().unwrap_or(Path::new("/"));
+    let name = format!(
+        "{}.console",
+        config_path.file_stem().and_then(|s| s.to_str()).unwrap_or("exec")
+    );
+    let (listener, socket) =
+        crate::shim::console_listener_in(dir, &name).map_err(|e| format!("console socket: {e}"))?;
+    let built = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+        .with_root_path(&config.state_root)
+        .map(|b| {
+            b.with_console_socket(Some(&socket))
+                .as_tenant()
+                .with_process(Some(&process_path))
+                .with_detach(true)
+                .build()
+        });
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&process_path);
+    let pid = match built {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(err)) | Err(err) => {
+            let reason = crate::shim::chain(&err);
+            let exe = config.args.first().cloned().unwrap_or_default();
+            if reason.contains("not found") {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "OCI runtime exec failed: exec failed: unable to start container process: exec: \"{exe}\": executable file not found in $PATH: unknown\r"
+                );
+                return Ok(127);
+            }
+            return Err(reason);
+        }
+    };
+    let mut master = crate::shim::receive_master(&listener).map_err(|e| format!("receive the terminal: {e}"))?;
+    if let Some((rows, cols)) = config.console_size {
+        crate::shim::set_winsize(&master, rows, cols);
+    }
+    let mut resize = match &config.resize_fifo {
+        Some(f) => Some(crate::shim::open_fifo_reader(f, true)?),
+        None => None,
+    };
+    let mut stdin = Some(File::from(
+        nix::unistd::dup(0)
+            .map(|fd| {
+                // SAFETY: dup returned a new descriptor that we own.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })
+            .map_err(|e| format!("dup stdin: {e}"))?,
+    ));
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 32 << 10];
+    let mut resize_buf = Vec::new();
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let stdin_slot = stdin.as_ref().map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let resize_slot = resize.as_ref().map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[0] {
+            match master.read(&mut buf) {
+                // EIO: every holder of the terminal's other side is gone.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if stdin_slot.is_some_and(|i| ready[i]) {
+            match stdin.as_mut().map(|f| f.read(&mut buf)) {
+                Some(Ok(n)) if n > 0 => {
+                    let _ = master.write_all(&buf[..n]);
+                }
+                // The client's input ended: the terminal stays, as with docker.
+                _ => stdin = None,
+            }
+        }
+        if resize_slot.is_some_and(|i| ready[i]) {
+            match resize.as_mut().map(|f| f.read(&mut buf)) {
+                Some(Ok(n)) if n > 0 => {
+                    resize_buf.extend_from_slice(&buf[..n]);
+                    while let Some(i) = resize_buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = resize_buf.drain(..=i).collect();
+                        let text = String::from_utf8_lossy(&line);
+                        let mut it = text.split_whitespace().map(|v| v.parse::<u16>());
+                        if let (Some(Ok(rows)), Some(Ok(cols))) = (it.next(), it.next()) {
+                            crate::shim::set_winsize(&master, rows, cols);
+                        }
+                    }
+                }
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => resize = None,
+            }
+        }
+    }
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("wait for the process: {e}")),
+        }
+    }
+}
+
+/// The OCI process of a terminal exec: the container's own process (capabilities, rlimits,
+/// no-new-privileges, environment) with this exec's command, environment, directory, user
+/// and a terminal.
+fn write_tty_process(config: &ExecConfig, path: &Path) -> Result<(), String> {
+    use serde_json::{Value, json};
+    let bundle = config.bundle.as_ref().ok_or("no bundle for a terminal exec")?;
+    let spec_path = bundle.join("config.json");
+    let spec: Value = std::fs::read(&spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("read {}: {e}", spec_path.display()))?;
+    let mut process = spec.get("process").cloned().unwrap_or_else(|| json!({}));
+    let mut env: Vec<String> = process["env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for (k, v) in &config.env {
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(name, _)| name) != k);
+        env.push(format!("{k}={v}"));
+    }
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
+    }
+    process["env"] = json!(env);
+    process["args"] = json!(config.args);
+    process["terminal"] = json!(true);
+    if let Some(cwd) = &config.cwd {
+        process["cwd"] = json!(cwd);
+    }
+    if let Some(uid) = config.uid {
+        process["user"]["uid"] = json!(uid);
+        process["user"]["additionalGids"] = json!([]);
+    }
+    if let Some(gid) = config.gid {
+        process["user"]["gid"] = json!(gid);
+    }
+    if let Some((rows, cols)) = config.console_size {
+        process["consoleSize"] = json!({"height": rows, "width": cols});
+    }
+    std::fs::write(path, serde_json::to_vec(&process).expect("serialisable"))
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }

@@ -371,7 +371,7 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
 }
 
 /// Opens a FIFO for reading without waiting for a writer; `nonblocking` keeps it so.
-fn open_fifo_reader(fifo: &Path, nonblocking: bool) -> Result<File, String> {
+pub(crate) fn open_fifo_reader(fifo: &Path, nonblocking: bool) -> Result<File, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = File::options()
         .read(true)
@@ -388,14 +388,22 @@ fn open_fifo_reader(fifo: &Path, nonblocking: bool) -> Result<File, String> {
 /// A listening socket libcontainer sends the terminal's master to. Bound by a relative
 /// name from inside the state root, as a socket path is limited to 108 bytes.
 fn console_listener(config: &ShimConfig) -> io::Result<(OwnedFd, PathBuf)> {
+    console_listener_in(
+        &config.state_root,
+        &format!("{}.console", &config.id[..config.id.len().min(16)]),
+    )
+}
+
+/// [`console_listener`] for socket `name` in `dir`.
+pub(crate) fn console_listener_in(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, listen, socket};
-    let name = format!("{}.console", &config.id[..config.id.len().min(16)]);
-    let path = config.state_root.join(&name);
+    let path = dir.join(name);
+    let state_root = dir;
     let _ = std::fs::remove_file(&path);
     let sock = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     let cwd = std::env::current_dir()?;
-    std::env::set_current_dir(&config.state_root)?;
-    let bound = UnixAddr::new(name.as_str()).and_then(|addr| bind(sock.as_raw_fd(), &addr));
+    std::env::set_current_dir(state_root)?;
+    let bound = UnixAddr::new(name).and_then(|addr| bind(sock.as_raw_fd(), &addr));
     std::env::set_current_dir(cwd)?;
     bound?;
     listen(&sock, nix::sys::socket::Backlog::new(1).map_err(io::Error::from)?)?;
@@ -404,7 +412,7 @@ fn console_listener(config: &ShimConfig) -> io::Result<(OwnedFd, PathBuf)> {
 
 /// Accepts libcontainer's connection (already queued: it connected and sent during build)
 /// and takes the master from its SCM_RIGHTS message.
-fn receive_master(listener: &OwnedFd) -> io::Result<File> {
+pub(crate) fn receive_master(listener: &OwnedFd) -> io::Result<File> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, accept, recvmsg};
     let conn = accept(listener.as_raw_fd())?;
     // SAFETY: accept returned a new descriptor that we own.
@@ -424,7 +432,7 @@ fn receive_master(listener: &OwnedFd) -> io::Result<File> {
     Err(io::Error::other("no descriptor in the console message"))
 }
 
-fn set_winsize(master: &File, rows: u16, cols: u16) {
+pub(crate) fn set_winsize(master: &File, rows: u16, cols: u16) {
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,

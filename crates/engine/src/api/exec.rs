@@ -37,13 +37,20 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))).into_response())
 }
 
+/// Relays one output of the exec's shim: as 8-byte frames of stream `kind`, or raw for a
+/// terminal (`kind` 0).
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, kind: u8, tx: mpsc::Sender<Bytes>, wanted: bool) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) if wanted => {
-                if tx.send(multiplexed(kind, &buf[..n])).await.is_err() {
+                let chunk = if kind == 0 {
+                    Bytes::copy_from_slice(&buf[..n])
+                } else {
+                    multiplexed(kind, &buf[..n])
+                };
+                if tx.send(chunk).await.is_err() {
                     // The client is gone; keep draining so the process does not block.
                     continue;
                 }
@@ -68,11 +75,8 @@ pub(super) async fn start(
             reason: format!("failed to read the request body: {e}"),
         })?;
     let opts: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
-    if opts.get("Tty").and_then(Value::as_bool) == Some(true) {
-        return Err(Error::NotBuilt {
-            what: "docker exec -t (a terminal for an exec)".into(),
-        });
-    }
+    // The terminal was asked for at create (the CLI repeats it here).
+    let tty = exec.config.tty;
     let detach = opts.get("Detach").and_then(Value::as_bool).unwrap_or(false);
     {
         let mut st = exec.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,8 +109,10 @@ pub(super) async fn start(
     let pumps = tokio::spawn({
         let (tx1, tx2) = (tx.clone(), tx);
         let (w_out, w_err) = (exec.attach_stdout && !detach, exec.attach_stderr && !detach);
+        // A terminal's output is one raw stream, as docker shows it; 0 marks "no frame".
+        let (s_out, s_err) = if tty { (0, 0) } else { (1, 2) };
         async move {
-            tokio::join!(pump(out, 1, tx1, w_out), pump(err, 2, tx2, w_err));
+            tokio::join!(pump(out, s_out, tx1, w_out), pump(err, s_err, tx2, w_err || tty));
         }
     });
     let stdin = child.stdin.take();
@@ -120,6 +126,7 @@ pub(super) async fn start(
                 Err(_) => 126,
             };
             *exec.state.lock().unwrap_or_else(|p| p.into_inner()) = (true, false, Some(code));
+            exec.finished();
         }
     };
     if detach {
@@ -173,9 +180,11 @@ pub(super) async fn start(
             input.abort();
         }
     });
-    Ok(upgraded(HeaderValue::from_static(
-        "application/vnd.docker.multiplexed-stream",
-    )))
+    Ok(upgraded(HeaderValue::from_static(if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    })))
 }
 
 fn inspect_json(exec: &Exec) -> Value {
@@ -185,7 +194,7 @@ fn inspect_json(exec: &Exec) -> Value {
         "Running": running,
         "ExitCode": code,
         "ProcessConfig": {
-            "tty": false,
+            "tty": exec.config.tty,
             "entrypoint": exec.config.args.first(),
             "arguments": exec.config.args.iter().skip(1).collect::<Vec<_>>(),
             "privileged": false,
@@ -208,4 +217,22 @@ pub(super) async fn inspect(
 ) -> Result<Json<Value>, Error> {
     let exec = state.containers.exec_get(&id)?;
     Ok(Json(inspect_json(&exec)))
+}
+
+/// `POST /exec/{id}/resize?h=&w=`.
+pub(super) async fn resize(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<StatusCode, Error> {
+    let exec = state.containers.exec_get(&id)?;
+    let dim = |k: &str| -> Result<u16, Error> {
+        q.get(k)
+            .map_or(Ok(0), |v| v.parse::<u16>())
+            .map_err(|_| Error::InvalidContainerConfig {
+                reason: format!("invalid resize {k}={:?}: expected a number of cells", q.get(k)),
+            })
+    };
+    exec.resize(dim("h")?, dim("w")?)?;
+    Ok(StatusCode::OK)
 }

@@ -103,6 +103,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))

@@ -182,6 +182,31 @@ pub(crate) struct Exec {
     pub(crate) attach_stderr: bool,
     /// (started, running, exit code).
     pub(crate) state: Mutex<(bool, bool, Option<i64>)>,
+    /// With a terminal: the write side of its resize FIFO, until the exec ends.
+    pub(crate) resize: Mutex<Option<std::fs::File>>,
+}
+
+impl Exec {
+    /// `POST /exec/{id}/resize`: passed to the exec's shim, which owns the terminal. A
+    /// resize of an exec without a terminal succeeds and does nothing, as with dockerd.
+    pub(crate) fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        use std::io::Write;
+        let mut guard = self.resize.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = guard.as_mut() {
+            let path = self.config.resize_fifo.clone().unwrap_or_default();
+            f.write_all(format!("{rows} {cols}\n").as_bytes())
+                .map_err(io_err("write", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Closes and removes the resize FIFO once the exec has ended.
+    pub(crate) fn finished(&self) {
+        self.resize.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(path) = &self.config.resize_fifo {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -262,11 +287,7 @@ impl Containers {
                 reason: "No exec command specified".into(),
             });
         }
-        if body.get("Tty").and_then(Value::as_bool) == Some(true) {
-            return Err(Error::NotBuilt {
-                what: "docker exec -t (a terminal for an exec)".into(),
-            });
-        }
+        let tty = body.get("Tty").and_then(Value::as_bool) == Some(true);
         if body.get("Privileged").and_then(Value::as_bool) == Some(true) {
             return Err(Error::NotBuilt {
                 what: "docker exec --privileged".into(),
@@ -290,6 +311,28 @@ impl Containers {
             .map(PathBuf::from);
         let id = new_id();
         let flag = |k: &str| body.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let console_size = body
+            .get("ConsoleSize")
+            .and_then(Value::as_array)
+            .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)))
+            .and_then(|(h, w)| Some((u16::try_from(h).ok()?, u16::try_from(w).ok()?)))
+            .filter(|&(h, w)| h > 0 && w > 0);
+        // The resize FIFO is held open for writing (and reading, so a resize sent before
+        // the exec's shim opens it waits in the pipe) for the exec's life.
+        let resize = if tty {
+            let path = self.dir(&rec.id).join(format!("exec-{id}.resize"));
+            let _ = std::fs::remove_file(&path);
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| io_err("mkfifo", &path)(e.into()))?;
+            let f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))?;
+            Some((path, f))
+        } else {
+            None
+        };
         let exec = Exec {
             id: id.clone(),
             container: rec.id.clone(),
@@ -301,8 +344,13 @@ impl Containers {
                 cwd,
                 uid,
                 gid,
+                tty,
+                bundle: Some(self.dir(&rec.id).join("bundle")),
+                console_size,
+                resize_fifo: resize.as_ref().map(|(p, _)| p.clone()),
             },
             user,
+            resize: Mutex::new(resize.map(|(_, f)| f)),
             attach_stdin: flag("AttachStdin"),
             attach_stdout: flag("AttachStdout"),
             attach_stderr: flag("AttachStderr"),
