@@ -4,7 +4,9 @@
 //! `rm`; `ps -a` and its filters; `inspect`; a name conflict (409); an unknown image; `rmi` of
 //! an image a container uses (409); `--network none|host`, bind mounts `ro`, `--cap-add`,
 //! `--privileged`; and a daemon restart (SIGTERM, start again) that re-adopts a running
-//! container, whose logs continue and which `docker stop` then stops; container events.
+//! container, whose logs continue and which `docker stop` then stops; container events;
+//! live restore: 20 containers survive `kill -9` of the daemon, their logs go on without a
+//! lost or repeated line, and one that exited meanwhile reports its real exit code.
 //!
 //! Needs root (namespaces, overlay, cgroups). Every shim, mount and cgroup a test leaves is
 //! removed by a guard, also when the test fails.
@@ -742,7 +744,8 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (_cleanup, mut daemon) = daemon_with_image(dir.path());
-    let names: Vec<String> = (0..5).map(|i| format!("live{i}")).collect();
+    // Twenty containers that count, one line every 0.2 s.
+    let names: Vec<String> = (0..20).map(|i| format!("live{i}")).collect();
     for n in &names {
         daemon.docker_ok(&[
             "run",
@@ -754,17 +757,75 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
             "busybox",
             "sh",
             "-c",
-            "trap 'exit 0' TERM; while true; do echo up; sleep 0.2; done",
+            "trap 'exit 0' TERM; i=0; while true; do echo up-$i; i=$((i+1)); sleep 0.2; done",
         ]);
     }
+    // One that ends on its own, with code 7, once the daemon is down.
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quitter",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo bye; exit 7",
+    ]);
+    let lines_before: Vec<usize> = names
+        .iter()
+        .map(|n| daemon.docker_ok(&["logs", n]).stdout.lines().count())
+        .collect();
+
     daemon.child.kill().expect("SIGKILL the daemon");
     let _ = daemon.child.wait();
+    // While the daemon is down: the quitter exits (its shim records the code).
+    let data = daemon.paths.data_root.clone();
     drop(daemon);
+    let quitter_dir = fs::read_dir(data.join("containers"))
+        .expect("containers dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| fs::read_to_string(p.join("container.json")).is_ok_and(|j| j.contains("\"name\": \"quitter\"")))
+        .expect("the quitter's directory");
+    // Its root filesystem is mounted at rootfs/ (the shim owns the mount).
+    fs::write(quitter_dir.join("rootfs/tmp/go"), b"").expect("tell the quitter to go");
+    wait_until("the quitter's exit record", Duration::from_secs(10), || {
+        quitter_dir.join("exit.json").exists()
+    });
+    thread::sleep(Duration::from_millis(500));
+
     let daemon = DaemonProcess::start(dir.path(), "berth", &[]);
-    let ps = daemon.docker_ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
-    println!("$ docker ps (after kill -9 and a restart)\n{}", ps.stdout);
+    let ps = daemon.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    println!("$ docker ps -a (after kill -9 and a restart)\n{}", ps.stdout);
     for n in &names {
         assert!(ps.stdout.contains(&format!("{n} running")), "{n}\n{ps}");
+    }
+    let q = inspect(&daemon, "quitter");
+    assert_eq!(q["State"]["Status"], "exited", "{q}");
+    assert_eq!(
+        q["State"]["ExitCode"], 7,
+        "the real exit code of a container that ended meanwhile"
+    );
+    assert!(daemon.docker_ok(&["logs", "quitter"]).stdout.contains("bye"));
+    // The logs went on while the daemon was away and go on after.
+    thread::sleep(Duration::from_millis(600));
+    for (n, before) in names.iter().zip(&lines_before) {
+        let lines: Vec<String> = daemon
+            .docker_ok(&["logs", n])
+            .stdout
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            lines.len() > before + 2,
+            "{n}: {} lines, {before} before the restart",
+            lines.len()
+        );
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l, &format!("up-{i}"), "{n}: a line lost or repeated");
+        }
     }
     let mut args = vec!["stop"];
     args.extend(names.iter().map(String::as_str));
@@ -772,7 +833,7 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
     for n in &names {
         assert_eq!(inspect(&daemon, n)["State"]["ExitCode"], 0, "{n}");
     }
-    let mut args = vec!["rm"];
+    let mut args = vec!["rm", "quitter"];
     args.extend(names.iter().map(String::as_str));
     daemon.docker_ok(&args);
     assert_no_mounts_left(dir.path());
