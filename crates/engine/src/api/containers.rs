@@ -317,6 +317,7 @@ fn now() -> i64 {
 /// `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
 fn status_text(r: &Record) -> String {
     match r.state.status.as_str() {
+        "running" if r.paused() => format!("Up {} (Paused)", human_duration(now() - unix(&r.state.started_at))),
         "running" => format!("Up {}", human_duration(now() - unix(&r.state.started_at))),
         "exited" => format!(
             "Exited ({}) {} ago",
@@ -374,7 +375,7 @@ fn summary(r: &Record) -> Value {
         "Created": unix(&r.created),
         "Ports": [],
         "Labels": r.config.get("Labels").cloned().unwrap_or(json!({})),
-        "State": r.state.status,
+        "State": r.status(),
         "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.settings.network.mode_name()},
         "NetworkSettings": {"Networks": networks_json(r)},
@@ -406,7 +407,7 @@ fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<
             || values.iter().any(|v| match name.as_str() {
                 "id" => r.id.starts_with(v.as_str()),
                 "name" => r.name.contains(v.trim_start_matches('/')),
-                "status" => r.state.status == *v,
+                "status" => r.status() == v,
                 "exited" => r.state.status == "exited" && v.parse::<i64>().ok() == Some(r.state.exit_code),
                 "ancestor" => {
                     r.image == *v
@@ -452,11 +453,11 @@ pub(super) async fn inspect(
         "Path": r.settings.args.first().cloned().unwrap_or_default(),
         "Args": r.settings.args.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": r.state.status,
+            "Status": r.status(),
             "Running": running,
-            "Paused": false,
+            "Paused": r.paused(),
             "Restarting": false,
-            "OOMKilled": false,
+            "OOMKilled": r.state.oom_killed,
             "Dead": false,
             "Pid": r.state.pid,
             "ExitCode": r.state.exit_code,

@@ -8,6 +8,7 @@ mod exec;
 mod images;
 mod pull;
 mod push;
+mod resources;
 mod search;
 mod system;
 
@@ -96,6 +97,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/pause", post(resources::pause))
+        .route("/containers/{id}/unpause", post(resources::unpause))
+        .route("/containers/{id}/update", post(resources::update))
+        .route("/containers/{id}/stats", get(resources::stats))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
@@ -300,9 +305,12 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("POST", "/v1.45/containers/x/pause").await;
+        let (s, _, body) = call("GET", "/v1.45/containers/x/changes").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: POST /containers/x/pause is not implemented yet");
+        assert_eq!(
+            message(&body),
+            "berth: GET /containers/x/changes is not implemented yet"
+        );
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

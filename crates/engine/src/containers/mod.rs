@@ -56,6 +56,12 @@ pub(crate) struct RunState {
     pub(crate) error: String,
     pub(crate) started_at: String,
     pub(crate) finished_at: String,
+    /// Frozen by `docker pause` (the status stays `running`, as dockerd keeps `Running`).
+    #[serde(default)]
+    pub(crate) paused: bool,
+    /// The last run lost a process to the OOM killer.
+    #[serde(default)]
+    pub(crate) oom_killed: bool,
 }
 
 impl Default for RunState {
@@ -68,6 +74,8 @@ impl Default for RunState {
             error: String::new(),
             started_at: ZERO_TIME.into(),
             finished_at: ZERO_TIME.into(),
+            paused: false,
+            oom_killed: false,
         }
     }
 }
@@ -100,9 +108,24 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Running, paused or not (dockerd's `State.Running`).
     pub(crate) fn running(&self) -> bool {
         self.state.status == "running"
     }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.running() && self.state.paused
+    }
+
+    /// The status dockerd shows: `created`, `running`, `paused`, `exited`, `removing`.
+    pub(crate) fn status(&self) -> &str {
+        if self.paused() { "paused" } else { &self.state.status }
+    }
+}
+
+/// The container's cgroup, relative to each hierarchy's root.
+pub(crate) fn cgroups_path(id: &str) -> String {
+    format!("/berth/{id}")
 }
 
 /// What waiters see change.
@@ -245,10 +268,13 @@ impl Containers {
     }
 
     /// `POST /containers/{id}/exec`: records an exec for a running container.
-    pub(crate) fn exec_create(&self, entry: &Entry, body: &Value) -> Result<String> {
+    pub(crate) fn exec_create(&self, entry: &Entry, name: &str, body: &Value) -> Result<String> {
         let rec = entry.record();
         if !rec.running() {
             return Err(Error::NotRunning { id: rec.id });
+        }
+        if rec.paused() {
+            return Err(Error::ExecPaused { name: name.to_owned() });
         }
         let strings = |k: &str| -> Vec<String> {
             body.get(k)
@@ -376,7 +402,18 @@ impl Containers {
                         }
                         self.on_exit(&entry, if alive { rec.state.shim_pid } else { 0 }).await;
                     } else if alive {
-                        tracing::info!(container = %rec.id, shim = rec.state.shim_pid, "re-adopting running container");
+                        tracing::info!(container = %rec.id, shim = rec.state.shim_pid, paused = rec.state.paused, "re-adopting running container");
+                        // The freezer is the truth: a crash between freezing and recording,
+                        // or a thaw by hand, shows there.
+                        let frozen = berth_runtime::Cgroup::open(&cgroups_path(&rec.id))
+                            .ok()
+                            .and_then(|cg| cg.frozen());
+                        if let Some(frozen) = frozen.filter(|f| *f != rec.state.paused) {
+                            tracing::info!(container = %rec.id, frozen, "paused state taken from the cgroup freezer");
+                            if let Err(e) = self.update(&entry, |r| r.state.paused = frozen) {
+                                tracing::warn!(container = %rec.id, error = %e, "failed to record the paused state");
+                            }
+                        }
                         self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
@@ -441,11 +478,13 @@ impl Containers {
             .find(|r| r.image_id == image_id)
     }
 
-    /// Counts (all, running, stopped) for /info.
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        let all = self.all();
-        let running = all.iter().filter(|e| e.record().running()).count();
-        (all.len(), running, all.len() - running)
+    /// Counts (all, running, paused, stopped) for /info; a paused container is not counted
+    /// as running, as with dockerd.
+    pub(crate) fn counts(&self) -> (usize, usize, usize, usize) {
+        let all: Vec<Record> = self.all().iter().map(|e| e.record()).collect();
+        let paused = all.iter().filter(|r| r.paused()).count();
+        let running = all.iter().filter(|r| r.running()).count() - paused;
+        (all.len(), running, paused, all.len() - running - paused)
     }
 
     fn persist(&self, rec: &Record) -> Result<()> {
@@ -632,6 +671,8 @@ impl Containers {
                         error: String::new(),
                         started_at: berth_runtime::now_rfc3339(),
                         finished_at: r.state.finished_at.clone(),
+                        paused: false,
+                        oom_killed: false,
                     };
                 })?;
                 tracing::info!(container = %rec.id, pid, shim = shim_pid, "container started");
@@ -733,7 +774,7 @@ impl Containers {
             mounts: s.mounts.iter().map(|m| m.to_spec()).collect(),
             readonly_rootfs: s.readonly_rootfs,
             etc,
-            cgroups_path: format!("/berth/{}", rec.id),
+            cgroups_path: cgroups_path(&rec.id),
             resources: s.resources.clone(),
         };
         let bundle = dir.join("bundle");
@@ -763,6 +804,7 @@ impl Containers {
             tty: s.tty,
             console_size: s.console_size,
             resize_fifo: s.tty.then(|| self.resize_fifo(&rec.id)),
+            cgroups_path: Some(cgroups_path(&rec.id)),
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_atomic(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
@@ -822,10 +864,12 @@ impl Containers {
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.shim_pid = 0;
+            r.state.paused = false;
             match &exit {
                 Some(e) => {
                     r.state.exit_code = i64::from(e.exit_code);
                     r.state.finished_at = e.finished_at.clone();
+                    r.state.oom_killed = e.oom_killed;
                 }
                 None => {
                     r.state.exit_code = 255;
@@ -841,6 +885,9 @@ impl Containers {
         let auto_remove = match &rec {
             Ok(rec) => {
                 tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
+                if rec.state.oom_killed {
+                    self.emit(rec, "oom", &[]);
+                }
                 self.emit(rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
                 rec.settings.auto_remove
             }
@@ -908,19 +955,124 @@ impl Containers {
         });
     }
 
-    /// Sends `signal` to the container's init process.
-    fn signal(&self, rec: &Record, signal: nix::sys::signal::Signal) -> Result<()> {
+    /// Sends `signal` to the container's init process. A paused container is thawed after
+    /// a signal meant to end it (SIGKILL, its stop signal, or any signal when it has no
+    /// stop signal of its own), as dockerd does: a frozen process cannot act on it.
+    fn signal(&self, entry: &Entry, rec: &Record, signal: nix::sys::signal::Signal) -> Result<()> {
         if rec.state.pid <= 0 {
             return Err(Error::NotRunning { id: rec.id.clone() });
         }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::Io {
-                op: "signal",
-                path: PathBuf::from(format!("/proc/{}", rec.state.pid)),
-                source: e.into(),
-            }),
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "signal",
+                    path: PathBuf::from(format!("/proc/{}", rec.state.pid)),
+                    source: e.into(),
+                });
+            }
         }
+        let own_stop = rec
+            .config
+            .get("StopSignal")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| settings::parse_signal(s).ok());
+        let ends_it = signal == nix::sys::signal::Signal::SIGKILL || own_stop.is_none_or(|s| s == signal);
+        if rec.paused() && ends_it {
+            let thawed = berth_runtime::Cgroup::open(&cgroups_path(&rec.id)).and_then(|cg| cg.thaw());
+            match thawed {
+                Ok(()) => {
+                    self.update(entry, |r| r.state.paused = false)?;
+                }
+                Err(e) => tracing::warn!(container = %rec.id, error = %e, "cannot unpause the container"),
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/update`: new limits (live when it runs, and for every later
+    /// start) and restart policy. Returns dockerd's warnings.
+    pub(crate) async fn update_resources(&self, entry: &Entry, body: &Value) -> Result<Vec<String>> {
+        let _op = entry.op.lock().await;
+        let old = entry.record();
+        if entry.phase.borrow().removed {
+            return Err(Error::NoSuchContainer { name: old.id });
+        }
+        let u = settings::update(&old.host_config, body, &old.id, old.settings.auto_remove)?;
+        let rec = self.update(entry, |r| {
+            r.host_config = u.host_config;
+            r.settings.resources = u.resources;
+            if let Some(p) = u.restart {
+                r.settings.restart = p;
+            }
+        })?;
+        if rec.running() && u.live != berth_runtime::Resources::default() {
+            let path = cgroups_path(&rec.id);
+            let live = u.live;
+            let applied =
+                tokio::task::spawn_blocking(move || berth_runtime::Cgroup::open(&path).and_then(|cg| cg.update(&live)))
+                    .await
+                    .expect("a cgroup update does not panic");
+            if let Err(e) = applied {
+                // As dockerd: the record goes back to what it was.
+                if let Err(e) = self.update(entry, |r| {
+                    r.host_config = old.host_config.clone();
+                    r.settings.resources = old.settings.resources.clone();
+                    r.settings.restart = old.settings.restart.clone();
+                }) {
+                    tracing::error!(container = %old.id, error = %e, "failed to restore the record after a failed update");
+                }
+                return Err(Error::HostRefused {
+                    message: format!("Cannot update container {}: {e}", old.id),
+                });
+            }
+        }
+        tracing::info!(container = %rec.id, "container updated");
+        self.emit(&rec, "update", &[]);
+        Ok(u.warnings)
+    }
+
+    /// `POST /containers/{id}/pause`: freezes every process of the container.
+    pub(crate) async fn pause(&self, entry: &Entry) -> Result<()> {
+        self.set_frozen(entry, true).await
+    }
+
+    /// `POST /containers/{id}/unpause`.
+    pub(crate) async fn unpause(&self, entry: &Entry) -> Result<()> {
+        self.set_frozen(entry, false).await
+    }
+
+    async fn set_frozen(&self, entry: &Entry, freeze: bool) -> Result<()> {
+        let _op = entry.op.lock().await;
+        let rec = entry.record();
+        if freeze {
+            if !rec.running() {
+                return Err(Error::NotRunning { id: rec.id });
+            }
+            if rec.paused() {
+                return Err(Error::AlreadyPaused { id: rec.id });
+            }
+        } else if !rec.paused() {
+            return Err(Error::NotPaused { id: rec.id });
+        }
+        let path = cgroups_path(&rec.id);
+        let done = tokio::task::spawn_blocking(move || {
+            let cg = berth_runtime::Cgroup::open(&path)?;
+            if freeze { cg.freeze() } else { cg.thaw() }
+        })
+        .await
+        .expect("freezing does not panic");
+        if let Err(e) = done {
+            let verb = if freeze { "pause" } else { "unpause" };
+            return Err(Error::HostRefused {
+                message: format!("Cannot {verb} container {}: {e}", rec.id),
+            });
+        }
+        let rec = self.update(entry, |r| r.state.paused = freeze)?;
+        tracing::info!(container = %rec.id, paused = freeze, "container (un)paused");
+        self.emit(&rec, if freeze { "pause" } else { "unpause" }, &[]);
+        Ok(())
     }
 
     /// `POST /containers/{id}/kill`.
@@ -931,7 +1083,7 @@ impl Containers {
         }
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
         self.update(entry, |r| r.manually_stopped = true)?;
-        self.signal(&rec, sig)?;
+        self.signal(entry, &rec, sig)?;
         self.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
         Ok(())
     }
@@ -962,7 +1114,7 @@ impl Containers {
         self.update(entry, |r| r.manually_stopped = true)?;
         let rx = entry.subscribe();
         let exits = rx.borrow().exits;
-        self.signal(&rec, sig)?;
+        self.signal(entry, &rec, sig)?;
         let t = timeout.or(rec.settings.stop_timeout).unwrap_or(10);
         let limit = (t >= 0).then(|| Duration::from_secs(t as u64));
         if Self::wait_exit(rx.clone(), exits, limit).await {
@@ -970,7 +1122,7 @@ impl Containers {
             return Ok(true);
         }
         tracing::info!(container = %rec.id, timeout = t, "container did not stop in time; killing it");
-        self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+        self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
         Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         self.emit(&rec, "stop", &[]);
         Ok(true)
@@ -986,7 +1138,7 @@ impl Containers {
             let rx = entry.subscribe();
             let exits = rx.borrow().exits;
             self.update(entry, |r| r.manually_stopped = true)?;
-            self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+            self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
             Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         }
         let _op = entry.op.lock().await;
