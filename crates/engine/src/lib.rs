@@ -21,6 +21,7 @@ mod daemon;
 mod error;
 mod events;
 mod host;
+mod volumes;
 
 pub use config::Config;
 pub use daemon::{Daemon, shutdown_signal};

@@ -6,6 +6,7 @@
 //! container's [`Cgroup`] is frozen, read and re-limited by the daemon.
 
 mod cgroup;
+mod copy;
 mod error;
 mod exec;
 mod log;
@@ -16,10 +17,11 @@ mod spec;
 pub use cgroup::{
     BlkioEntry, BlkioUsage, Cgroup, CgroupStats, CpuUsage, MemoryUsage, machine_memory, system_cpu_usage,
 };
+pub use copy::copy_tree;
 pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
-pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
+pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,

@@ -239,7 +239,7 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, Error> {
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
-    state.containers.remove(&entry, q.flag("force")).await?;
+    state.containers.remove(&entry, q.flag("force"), q.flag("v")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -335,6 +335,18 @@ fn mounts_json(r: &Record) -> Value {
             .mounts
             .iter()
             .map(|m| {
+                if m.is_volume() {
+                    return json!({
+                        "Type": "volume",
+                        "Name": m.volume,
+                        "Source": m.source,
+                        "Destination": m.destination,
+                        "Driver": "local",
+                        "Mode": m.mode,
+                        "RW": !m.readonly,
+                        "Propagation": "",
+                    });
+                }
                 let mut v = json!({
                     "Type": m.kind,
                     "Source": m.source,

@@ -11,6 +11,7 @@ mod push;
 mod resources;
 mod search;
 mod system;
+mod volumes;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -108,6 +109,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -156,7 +161,13 @@ async fn api_version(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The API version a request asked for (its `/v1.N` prefix; the newest without one), as a
+/// request extension for handlers whose behaviour depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ApiVersion(pub(crate) (u32, u32));
+
 fn strip_version(mut req: Request) -> Result<Request, Error> {
+    req.extensions_mut().insert(ApiVersion(API_MAX));
     let path = req.uri().path();
     let Some(rest) = path.strip_prefix("/v") else {
         return Ok(req);
@@ -187,6 +198,9 @@ fn strip_version(mut req: Request) -> Result<Request, Error> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().expect("a suffix of a valid path"));
     *req.uri_mut() = Uri::from_parts(parts).expect("only the path changed");
+    if let Some(v) = parsed {
+        req.extensions_mut().insert(ApiVersion(v));
+    }
     Ok(req)
 }
 

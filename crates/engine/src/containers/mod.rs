@@ -37,7 +37,8 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use settings::{Network, Settings};
+use crate::volumes::Volumes;
+use settings::{MountRec, Network, Settings};
 
 /// The zero time, as dockerd shows a container that never started or finished.
 pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -185,6 +186,8 @@ pub(crate) struct Containers {
     /// This binary, re-executed as `berth shim`.
     exe: PathBuf,
     images: Arc<ImageStore>,
+    /// The volumes containers name; references are kept current by create and remove.
+    volumes: Arc<Volumes>,
     table: Mutex<Table>,
     /// What `/events` streams: container events are published here, image events by the
     /// API handlers.
@@ -231,6 +234,8 @@ impl Containers {
         let exe = std::fs::read_link("/proc/self/exe")
             .or_else(|_| std::env::current_exe())
             .map_err(io_err("find", Path::new("/proc/self/exe")))?;
+        let events = Arc::new(Events::new());
+        let volumes = Arc::new(Volumes::open(data_root, events.clone())?);
         let mut table = Table::default();
         for entry in std::fs::read_dir(&root).map_err(io_err("read", &root))? {
             let entry = entry.map_err(io_err("read", &root))?;
@@ -254,6 +259,9 @@ impl Containers {
                 }
             };
             table.names.insert(record.name.clone(), record.id.clone());
+            for m in record.settings.mounts.iter().filter(|m| m.is_volume()) {
+                volumes.reference(&m.volume, &record.id);
+            }
             table.by_id.insert(record.id.clone(), Entry::new(record));
         }
         Ok(Containers {
@@ -262,7 +270,8 @@ impl Containers {
             exe,
             images,
             table: Mutex::new(table),
-            events: Arc::new(Events::new()),
+            volumes,
+            events,
             execs: Mutex::new(HashMap::new()),
         })
     }
@@ -360,6 +369,44 @@ impl Containers {
         Ok(cmd)
     }
 
+    /// The volumes, shared with the API.
+    pub(crate) fn volumes(&self) -> Arc<Volumes> {
+        Arc::clone(&self.volumes)
+    }
+
+    /// The image's snapshots, top layer first: the overlay's lower directories.
+    fn lowers(&self, image: &berth_image::Image) -> Vec<PathBuf> {
+        image
+            .record
+            .chain_ids()
+            .iter()
+            .rev()
+            .map(|c| self.images.snapshot_path(c))
+            .collect()
+    }
+
+    /// Drops the container's references to its volumes (the container is gone); with
+    /// `remove_anonymous` (`rm -v`, `--rm`) its anonymous volumes go too, unless another
+    /// container uses them.
+    fn release_volumes(&self, rec: &Record, remove_anonymous: bool) {
+        for m in rec
+            .settings
+            .mounts
+            .iter()
+            .filter(|m| m.is_volume() && !m.volume.is_empty())
+        {
+            self.volumes.release(&m.volume, &rec.id);
+            if remove_anonymous && m.anonymous {
+                match self.volumes.remove(&m.volume, false) {
+                    Ok(()) | Err(Error::VolumeInUse { .. } | Error::NoSuchVolume { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %rec.id, volume = %m.volume, error = %e, "failed to remove an anonymous volume")
+                    }
+                }
+            }
+        }
+    }
+
     /// The daemon's event log, shared with the API.
     pub(crate) fn events(&self) -> Arc<Events> {
         Arc::clone(&self.events)
@@ -414,6 +461,9 @@ impl Containers {
                                 tracing::warn!(container = %rec.id, error = %e, "failed to record the paused state");
                             }
                         }
+                        for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+                            self.volumes.adopt(&m.volume, &rec.id);
+                        }
                         self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
@@ -435,13 +485,15 @@ impl Containers {
                 }
                 // A --rm container whose removal a crash interrupted.
                 "exited" if rec.settings.auto_remove => {
-                    if let Err(e) = self.remove_now(&entry) {
+                    if let Err(e) = self.remove_now(&entry, true) {
                         tracing::warn!(container = %rec.id, error = %e, "failed to finish an auto-removal");
                     }
                 }
                 _ => {}
             }
         }
+        // A volume device left mounted by a daemon that died before its last user's exit.
+        self.volumes.unmount_idle();
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
@@ -574,6 +626,9 @@ impl Containers {
         };
         let dir = self.dir(&id);
         let fifo = self.stdin_fifo(&id);
+        let mut record = record;
+        // No start of this container (by name) before its volumes are ready.
+        let _op = entry.op.lock().await;
         let written = std::fs::create_dir_all(&dir)
             .map_err(io_err("create directory", &dir))
             .and_then(|()| {
@@ -587,11 +642,40 @@ impl Containers {
                         .map_err(|e| io_err("create FIFO", &resize)(e.into()))?;
                 }
                 Ok(())
-            })
-            .and_then(|()| self.persist(&record));
+            });
+        // Volumes: found or created, referenced, and new ones filled from the image.
+        let mut created = Vec::new();
+        let written = match written {
+            Ok(()) if record.settings.mounts.iter().any(|m| m.is_volume()) => {
+                let volumes = self.volumes.clone();
+                let lowers = self.lowers(&image);
+                let mut mounts = std::mem::take(&mut record.settings.mounts);
+                let (d, i) = (dir.clone(), id.clone());
+                let (result, mounts) = tokio::task::spawn_blocking(move || {
+                    let r = prepare_volumes(&volumes, &d, &i, &mut mounts, &lowers);
+                    (r, mounts)
+                })
+                .await
+                .expect("preparing volumes does not panic");
+                record.settings.mounts = mounts;
+                result.map(|c| created = c)
+            }
+            other => other,
+        }
+        .and_then(|()| {
+            *entry.record.lock().unwrap_or_else(|p| p.into_inner()) = record.clone();
+            self.persist(&record)
+        });
         if let Err(e) = written {
+            let _ = berth_runtime::unmount(&dir.join("rootfs"));
             let _ = remove_dir(&dir);
             self.forget(&entry);
+            for m in record.settings.mounts.iter().filter(|m| m.is_volume()) {
+                self.volumes.release(&m.volume, &id);
+            }
+            for v in &created {
+                let _ = self.volumes.remove(v, false);
+            }
             return Err(e);
         }
         tracing::info!(container = %id, name = %name, image = %record.image, "container created");
@@ -676,6 +760,10 @@ impl Containers {
                     };
                 })?;
                 tracing::info!(container = %rec.id, pid, shim = shim_pid, "container started");
+                for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+                    self.volumes
+                        .emit_mount("mount", &m.volume, &rec.id, &m.destination, !m.readonly);
+                }
                 self.emit(&rec, "start", &[]);
                 self.watch(entry.clone(), shim_pid, Some(pipe));
                 Ok(true)
@@ -706,7 +794,7 @@ impl Containers {
                 if rec.is_ok_and(|r| r.settings.auto_remove) {
                     let this = self.clone();
                     let e = entry.clone();
-                    let removed = tokio::task::spawn_blocking(move || this.remove_now(&e))
+                    let removed = tokio::task::spawn_blocking(move || this.remove_now(&e, true))
                         .await
                         .expect("removal does not panic");
                     if let Err(e) = removed {
@@ -723,22 +811,48 @@ impl Containers {
     fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd)> {
         let dir = self.dir(&rec.id);
         let image = self.images.get(&rec.image_id)?;
-        let lowers: Vec<PathBuf> = image
-            .record
-            .chain_ids()
-            .iter()
-            .rev()
-            .map(|c| self.images.snapshot_path(c))
-            .collect();
+        let lowers = self.lowers(&image);
         let rootfs = dir.join("rootfs");
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
-        let result = self.launch(rec, &dir, &rootfs);
+        let result = self.activate_volumes(rec).and_then(|()| {
+            let launched = self.launch(rec, &dir, &rootfs);
+            if launched.is_err() {
+                self.deactivate_volumes(rec, false);
+            }
+            launched
+        });
         if result.is_err() {
             if let Err(e) = berth_runtime::unmount(&rootfs) {
                 tracing::warn!(container = %rec.id, error = %e, "failed to unmount after a failed start");
             }
         }
         result
+    }
+
+    /// Mounts the devices of the container's volumes that have one (a tmpfs, a bind mount
+    /// of a host path); undone on failure.
+    fn activate_volumes(&self, rec: &Record) -> Result<()> {
+        let volumes: Vec<&settings::MountRec> = rec.settings.mounts.iter().filter(|m| m.is_volume()).collect();
+        for (i, m) in volumes.iter().enumerate() {
+            if let Err(e) = self.volumes.activate(&m.volume, &rec.id) {
+                for done in &volumes[..i] {
+                    self.volumes.deactivate(&done.volume, &rec.id);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The container stopped using its volumes (`events`: send `unmount` events).
+    fn deactivate_volumes(&self, rec: &Record, events: bool) {
+        for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+            self.volumes.deactivate(&m.volume, &rec.id);
+            if events {
+                self.volumes
+                    .emit_mount("unmount", &m.volume, &rec.id, &m.destination, !m.readonly);
+            }
+        }
     }
 
     fn launch(&self, rec: &Record, dir: &Path, rootfs: &Path) -> Result<(u32, i32, OwnedFd)> {
@@ -882,6 +996,10 @@ impl Containers {
             p.running = false;
             p.exits += 1;
         });
+        // Before a restart can activate them again.
+        if let Ok(rec) = &rec {
+            self.deactivate_volumes(rec, true);
+        }
         let auto_remove = match &rec {
             Ok(rec) => {
                 tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
@@ -934,6 +1052,7 @@ impl Containers {
         }
         let this = self.clone();
         let entry = entry.clone();
+        let exited = rec.ok();
         tokio::spawn(async move {
             wait_for_exit(shim_pid).await;
             entry.phase.send_modify(|p| p.shim_alive = false);
@@ -941,7 +1060,11 @@ impl Containers {
             let e = entry.clone();
             let done = tokio::task::spawn_blocking(move || {
                 if auto_remove {
-                    job.delete_files(&e.id)
+                    let deleted = job.delete_files(&e.id);
+                    if let Some(rec) = &exited {
+                        job.release_volumes(rec, true);
+                    }
+                    deleted
                 } else {
                     // The shim unmounts; if it could not, do it here.
                     berth_runtime::unmount(&job.dir(&e.id).join("rootfs")).map_err(Error::from)
@@ -1129,7 +1252,7 @@ impl Containers {
     }
 
     /// `DELETE /containers/{id}`: refused while running unless `force` (then killed first).
-    pub(crate) async fn remove(self: &Arc<Self>, entry: &Arc<Entry>, force: bool) -> Result<()> {
+    pub(crate) async fn remove(self: &Arc<Self>, entry: &Arc<Entry>, force: bool, volumes: bool) -> Result<()> {
         let rec = entry.record();
         if rec.running() {
             if !force {
@@ -1150,7 +1273,7 @@ impl Containers {
         let _ = tokio::time::timeout(KILL_WAIT, rx.wait_for(|p| !p.shim_alive)).await;
         let this = self.clone();
         let e = entry.clone();
-        tokio::task::spawn_blocking(move || this.remove_now(&e))
+        tokio::task::spawn_blocking(move || this.remove_now(&e, volumes))
             .await
             .expect("removal does not panic")
     }
@@ -1187,7 +1310,7 @@ impl Containers {
             if entry.record().running() {
                 continue;
             }
-            match self.remove(&entry, false).await {
+            match self.remove(&entry, false, false).await {
                 Ok(()) => removed.push(entry.id.clone()),
                 Err(e) => tracing::warn!(container = %entry.id, error = %e, "prune: not removed"),
             }
@@ -1196,16 +1319,21 @@ impl Containers {
     }
 
     /// Forgets the container and deletes its files (see [`delete_files`](Self::delete_files)).
-    fn remove_now(&self, entry: &Entry) -> Result<()> {
-        if entry.phase.borrow().removed {
-            return self.delete_files(&entry.id);
-        }
+    /// With `volumes` (`rm -v`, `--rm`) its anonymous volumes are removed too.
+    fn remove_now(&self, entry: &Entry, volumes: bool) -> Result<()> {
         let rec = entry.record();
+        if entry.phase.borrow().removed {
+            let deleted = self.delete_files(&entry.id);
+            self.release_volumes(&rec, volumes);
+            return deleted;
+        }
         // Unmount first: a container that cannot be unmounted stays, so rm can be retried.
         berth_runtime::unmount(&self.dir(&rec.id).join("rootfs"))?;
         self.forget(entry);
         self.emit(&rec, "destroy", &[]);
-        self.delete_files(&rec.id)
+        let deleted = self.delete_files(&rec.id);
+        self.release_volumes(&rec, volumes);
+        deleted
     }
 
     /// Unmounts, renames the directory out of place (`.del-<id>`: atomic, so no half-removed
@@ -1243,6 +1371,93 @@ impl Containers {
             None => Ok(()),
         }
     }
+}
+
+/// Creates (or finds) the volumes the container names, records its references, and fills
+/// new, empty volumes from the image's content at their mount points (dockerd's
+/// `populateVolumes`, at create: the container's upper layer is still empty then). Returns
+/// the volumes made now; on failure everything is undone.
+fn prepare_volumes(
+    volumes: &Volumes,
+    dir: &Path,
+    id: &str,
+    mounts: &mut [MountRec],
+    lowers: &[PathBuf],
+) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    let mut referenced = Vec::new();
+    let result = (|| {
+        for m in mounts.iter_mut().filter(|m| m.is_volume()) {
+            let name = Some(m.volume.as_str()).filter(|n| !n.is_empty());
+            let (v, new) = volumes.create(
+                name,
+                "local",
+                m.volume_options.clone(),
+                m.volume_labels.clone(),
+                Some(id),
+            )?;
+            referenced.push(v.name.clone());
+            if new {
+                created.push(v.name.clone());
+            }
+            m.source = volumes.data_path(&v.name).display().to_string();
+            m.volume = v.name;
+        }
+        let copies: Vec<&MountRec> = mounts.iter().filter(|m| m.is_volume() && !m.nocopy).collect();
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let rootfs = dir.join("rootfs");
+        berth_runtime::mount_overlay(lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        let filled = copies.iter().try_for_each(|m| populate(volumes, id, &rootfs, m));
+        if let Err(e) = berth_runtime::unmount(&rootfs) {
+            tracing::warn!(container = %id, error = %e, "failed to unmount after filling volumes");
+        }
+        filled
+    })();
+    match result {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            for v in &referenced {
+                volumes.release(v, id);
+            }
+            for v in &created {
+                let _ = volumes.remove(v, false);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Copies the image's directory at `m`'s destination into its volume when the volume is
+/// empty. A path that is not in the image, or not a directory, is left alone (a symlink is
+/// not followed); an anonymous volume over a file is refused, as dockerd refuses it.
+fn populate(volumes: &Volumes, id: &str, rootfs: &Path, m: &MountRec) -> Result<()> {
+    let src = rootfs.join(m.destination.trim_start_matches('/'));
+    let meta = match std::fs::symlink_metadata(&src) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("stat", &src)(e)),
+    };
+    if !meta.is_dir() {
+        if m.anonymous && meta.is_file() {
+            return Err(Error::InvalidContainerConfig {
+                reason: format!("cannot mount volume over existing file, file exists {}", m.destination),
+            });
+        }
+        return Ok(());
+    }
+    volumes.activate(&m.volume, id)?;
+    let data = volumes.data_path(&m.volume);
+    let empty = std::fs::read_dir(&data).map_or(false, |mut d| d.next().is_none());
+    let copied = if empty {
+        tracing::debug!(container = %id, volume = %m.volume, from = %m.destination, "filling the volume from the image");
+        berth_runtime::copy_tree(&src, &data).map_err(Error::from)
+    } else {
+        Ok(())
+    };
+    volumes.deactivate(&m.volume, id);
+    copied
 }
 
 /// Whether the restart policy starts the container again after this exit.
