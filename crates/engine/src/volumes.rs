@@ -450,7 +450,7 @@ impl Volumes {
             let t = self.lock();
             t.volumes
                 .values()
-                .filter(|v| !v.needs_mount() && !t.refs.get(&v.name).is_some_and(|u| !u.is_empty()))
+                .filter(|v| !v.needs_mount() && t.refs.get(&v.name).is_none_or(|u| u.is_empty()))
                 .filter(|v| !keep(v))
                 .cloned()
                 .collect()
@@ -550,7 +550,8 @@ mod tests {
             let e = check_name(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
-        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: &[Case<'_>] = &[
             (&[], None),
             (&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=10m")], None),
             (&[("type", "none"), ("device", "/srv/x"), ("o", "bind")], None),
@@ -620,7 +621,7 @@ mod tests {
 
         // Prune: by default only anonymous volumes go.
         let (deleted, _) = vols.prune(|v| !v.anonymous()).unwrap();
-        assert_eq!(deleted, [anon.name.clone()]);
+        assert_eq!(deleted, std::slice::from_ref(&anon.name));
         let (deleted, reclaimed) = vols.prune(|_| false).unwrap();
         assert_eq!((deleted, reclaimed), (vec!["data".to_owned()], 5));
         assert!(vols.list().is_empty());

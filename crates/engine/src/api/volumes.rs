@@ -61,7 +61,7 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
             let get = |k: &str| filters.get(k).map_or(&[][..], Vec::as_slice);
             (get("name").is_empty() || name_matches(get("name"), &v.name))
                 && labels_match(get("label"), &v.labels)
-                && (get("driver").is_empty() || get("driver").iter().any(|d| *d == v.driver))
+                && (get("driver").is_empty() || get("driver").contains(&v.driver))
                 && dangling.is_none_or(|d| d == volumes.users(&v.name).is_empty())
         })
         .map(|v| volumes.to_json(&v))

@@ -1015,6 +1015,15 @@ impl Containers {
             }
         };
         if auto_remove {
+            // Its volumes first: `docker run --rm` returns when it hears of the removal, and
+            // its anonymous volumes are gone by then, as with dockerd.
+            if let Ok(rec) = &rec {
+                let this = self.clone();
+                let r = rec.clone();
+                tokio::task::spawn_blocking(move || this.release_volumes(&r, true))
+                    .await
+                    .expect("releasing volumes does not panic");
+            }
             // The record stays on disk until the files go: a crash in between is finished by
             // `restore`.
             self.forget(entry);
@@ -1052,7 +1061,6 @@ impl Containers {
         }
         let this = self.clone();
         let entry = entry.clone();
-        let exited = rec.ok();
         tokio::spawn(async move {
             wait_for_exit(shim_pid).await;
             entry.phase.send_modify(|p| p.shim_alive = false);
@@ -1060,11 +1068,7 @@ impl Containers {
             let e = entry.clone();
             let done = tokio::task::spawn_blocking(move || {
                 if auto_remove {
-                    let deleted = job.delete_files(&e.id);
-                    if let Some(rec) = &exited {
-                        job.release_volumes(rec, true);
-                    }
-                    deleted
+                    job.delete_files(&e.id)
                 } else {
                     // The shim unmounts; if it could not, do it here.
                     berth_runtime::unmount(&job.dir(&e.id).join("rootfs")).map_err(Error::from)
@@ -1329,11 +1333,11 @@ impl Containers {
         }
         // Unmount first: a container that cannot be unmounted stays, so rm can be retried.
         berth_runtime::unmount(&self.dir(&rec.id).join("rootfs"))?;
+        // Before waiters hear of the removal (`docker run --rm` checks volumes next).
+        self.release_volumes(&rec, volumes);
         self.forget(entry);
         self.emit(&rec, "destroy", &[]);
-        let deleted = self.delete_files(&rec.id);
-        self.release_volumes(&rec, volumes);
-        deleted
+        self.delete_files(&rec.id)
     }
 
     /// Unmounts, renames the directory out of place (`.del-<id>`: atomic, so no half-removed
@@ -1449,7 +1453,7 @@ fn populate(volumes: &Volumes, id: &str, rootfs: &Path, m: &MountRec) -> Result<
     }
     volumes.activate(&m.volume, id)?;
     let data = volumes.data_path(&m.volume);
-    let empty = std::fs::read_dir(&data).map_or(false, |mut d| d.next().is_none());
+    let empty = std::fs::read_dir(&data).is_ok_and(|mut d| d.next().is_none());
     let copied = if empty {
         tracing::debug!(container = %id, volume = %m.volume, from = %m.destination, "filling the volume from the image");
         berth_runtime::copy_tree(&src, &data).map_err(Error::from)
