@@ -21,7 +21,10 @@
 //! lives is adopted (its exit is awaited through a pidfd), one whose shim is gone gets the
 //! exit the shim recorded.
 
+mod mounts;
+mod resources;
 pub(crate) mod settings;
+mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -38,7 +41,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::volumes::Volumes;
-use settings::{MountRec, Network, Settings};
+use mounts::prepare_volumes;
+use settings::{Network, Settings};
 
 /// The zero time, as dockerd shows a container that never started or finished.
 pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -367,44 +371,6 @@ impl Containers {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("shim-exec").arg(path).env_remove("RUST_LOG");
         Ok(cmd)
-    }
-
-    /// The volumes, shared with the API.
-    pub(crate) fn volumes(&self) -> Arc<Volumes> {
-        Arc::clone(&self.volumes)
-    }
-
-    /// The image's snapshots, top layer first: the overlay's lower directories.
-    fn lowers(&self, image: &berth_image::Image) -> Vec<PathBuf> {
-        image
-            .record
-            .chain_ids()
-            .iter()
-            .rev()
-            .map(|c| self.images.snapshot_path(c))
-            .collect()
-    }
-
-    /// Drops the container's references to its volumes (the container is gone); with
-    /// `remove_anonymous` (`rm -v`, `--rm`) its anonymous volumes go too, unless another
-    /// container uses them.
-    fn release_volumes(&self, rec: &Record, remove_anonymous: bool) {
-        for m in rec
-            .settings
-            .mounts
-            .iter()
-            .filter(|m| m.is_volume() && !m.volume.is_empty())
-        {
-            self.volumes.release(&m.volume, &rec.id);
-            if remove_anonymous && m.anonymous {
-                match self.volumes.remove(&m.volume, false) {
-                    Ok(()) | Err(Error::VolumeInUse { .. } | Error::NoSuchVolume { .. }) => {}
-                    Err(e) => {
-                        tracing::warn!(container = %rec.id, volume = %m.volume, error = %e, "failed to remove an anonymous volume")
-                    }
-                }
-            }
-        }
     }
 
     /// The daemon's event log, shared with the API.
@@ -829,32 +795,6 @@ impl Containers {
         result
     }
 
-    /// Mounts the devices of the container's volumes that have one (a tmpfs, a bind mount
-    /// of a host path); undone on failure.
-    fn activate_volumes(&self, rec: &Record) -> Result<()> {
-        let volumes: Vec<&settings::MountRec> = rec.settings.mounts.iter().filter(|m| m.is_volume()).collect();
-        for (i, m) in volumes.iter().enumerate() {
-            if let Err(e) = self.volumes.activate(&m.volume, &rec.id) {
-                for done in &volumes[..i] {
-                    self.volumes.deactivate(&done.volume, &rec.id);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// The container stopped using its volumes (`events`: send `unmount` events).
-    fn deactivate_volumes(&self, rec: &Record, events: bool) {
-        for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
-            self.volumes.deactivate(&m.volume, &rec.id);
-            if events {
-                self.volumes
-                    .emit_mount("unmount", &m.volume, &rec.id, &m.destination, !m.readonly);
-            }
-        }
-    }
-
     fn launch(&self, rec: &Record, dir: &Path, rootfs: &Path) -> Result<(u32, i32, OwnedFd)> {
         let s = &rec.settings;
         let etc = berth_runtime::write_etc_files(
@@ -1118,90 +1058,6 @@ impl Containers {
         Ok(())
     }
 
-    /// `POST /containers/{id}/update`: new limits (live when it runs, and for every later
-    /// start) and restart policy. Returns dockerd's warnings.
-    pub(crate) async fn update_resources(&self, entry: &Entry, body: &Value) -> Result<Vec<String>> {
-        let _op = entry.op.lock().await;
-        let old = entry.record();
-        if entry.phase.borrow().removed {
-            return Err(Error::NoSuchContainer { name: old.id });
-        }
-        let u = settings::update(&old.host_config, body, &old.id, old.settings.auto_remove)?;
-        let rec = self.update(entry, |r| {
-            r.host_config = u.host_config;
-            r.settings.resources = u.resources;
-            if let Some(p) = u.restart {
-                r.settings.restart = p;
-            }
-        })?;
-        if rec.running() && u.live != berth_runtime::Resources::default() {
-            let path = cgroups_path(&rec.id);
-            let live = u.live;
-            let applied =
-                tokio::task::spawn_blocking(move || berth_runtime::Cgroup::open(&path).and_then(|cg| cg.update(&live)))
-                    .await
-                    .expect("a cgroup update does not panic");
-            if let Err(e) = applied {
-                // As dockerd: the record goes back to what it was.
-                if let Err(e) = self.update(entry, |r| {
-                    r.host_config = old.host_config.clone();
-                    r.settings.resources = old.settings.resources.clone();
-                    r.settings.restart = old.settings.restart.clone();
-                }) {
-                    tracing::error!(container = %old.id, error = %e, "failed to restore the record after a failed update");
-                }
-                return Err(Error::HostRefused {
-                    message: format!("Cannot update container {}: {e}", old.id),
-                });
-            }
-        }
-        tracing::info!(container = %rec.id, "container updated");
-        self.emit(&rec, "update", &[]);
-        Ok(u.warnings)
-    }
-
-    /// `POST /containers/{id}/pause`: freezes every process of the container.
-    pub(crate) async fn pause(&self, entry: &Entry) -> Result<()> {
-        self.set_frozen(entry, true).await
-    }
-
-    /// `POST /containers/{id}/unpause`.
-    pub(crate) async fn unpause(&self, entry: &Entry) -> Result<()> {
-        self.set_frozen(entry, false).await
-    }
-
-    async fn set_frozen(&self, entry: &Entry, freeze: bool) -> Result<()> {
-        let _op = entry.op.lock().await;
-        let rec = entry.record();
-        if freeze {
-            if !rec.running() {
-                return Err(Error::NotRunning { id: rec.id });
-            }
-            if rec.paused() {
-                return Err(Error::AlreadyPaused { id: rec.id });
-            }
-        } else if !rec.paused() {
-            return Err(Error::NotPaused { id: rec.id });
-        }
-        let path = cgroups_path(&rec.id);
-        let done = tokio::task::spawn_blocking(move || {
-            let cg = berth_runtime::Cgroup::open(&path)?;
-            if freeze { cg.freeze() } else { cg.thaw() }
-        })
-        .await
-        .expect("freezing does not panic");
-        if let Err(e) = done {
-            let verb = if freeze { "pause" } else { "unpause" };
-            return Err(Error::HostRefused {
-                message: format!("Cannot {verb} container {}: {e}", rec.id),
-            });
-        }
-        let rec = self.update(entry, |r| r.state.paused = freeze)?;
-        tracing::info!(container = %rec.id, paused = freeze, "container (un)paused");
-        self.emit(&rec, if freeze { "pause" } else { "unpause" }, &[]);
-        Ok(())
-    }
-
     /// `POST /containers/{id}/kill`.
     pub(crate) fn kill(&self, entry: &Entry, signal: Option<&str>) -> Result<()> {
         let rec = entry.record();
@@ -1375,93 +1231,6 @@ impl Containers {
             None => Ok(()),
         }
     }
-}
-
-/// Creates (or finds) the volumes the container names, records its references, and fills
-/// new, empty volumes from the image's content at their mount points (dockerd's
-/// `populateVolumes`, at create: the container's upper layer is still empty then). Returns
-/// the volumes made now; on failure everything is undone.
-fn prepare_volumes(
-    volumes: &Volumes,
-    dir: &Path,
-    id: &str,
-    mounts: &mut [MountRec],
-    lowers: &[PathBuf],
-) -> Result<Vec<String>> {
-    let mut created = Vec::new();
-    let mut referenced = Vec::new();
-    let result = (|| {
-        for m in mounts.iter_mut().filter(|m| m.is_volume()) {
-            let name = Some(m.volume.as_str()).filter(|n| !n.is_empty());
-            let (v, new) = volumes.create(
-                name,
-                "local",
-                m.volume_options.clone(),
-                m.volume_labels.clone(),
-                Some(id),
-            )?;
-            referenced.push(v.name.clone());
-            if new {
-                created.push(v.name.clone());
-            }
-            m.source = volumes.data_path(&v.name).display().to_string();
-            m.volume = v.name;
-        }
-        let copies: Vec<&MountRec> = mounts.iter().filter(|m| m.is_volume() && !m.nocopy).collect();
-        if copies.is_empty() {
-            return Ok(());
-        }
-        let rootfs = dir.join("rootfs");
-        berth_runtime::mount_overlay(lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
-        let filled = copies.iter().try_for_each(|m| populate(volumes, id, &rootfs, m));
-        if let Err(e) = berth_runtime::unmount(&rootfs) {
-            tracing::warn!(container = %id, error = %e, "failed to unmount after filling volumes");
-        }
-        filled
-    })();
-    match result {
-        Ok(()) => Ok(created),
-        Err(e) => {
-            for v in &referenced {
-                volumes.release(v, id);
-            }
-            for v in &created {
-                let _ = volumes.remove(v, false);
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Copies the image's directory at `m`'s destination into its volume when the volume is
-/// empty. A path that is not in the image, or not a directory, is left alone (a symlink is
-/// not followed); an anonymous volume over a file is refused, as dockerd refuses it.
-fn populate(volumes: &Volumes, id: &str, rootfs: &Path, m: &MountRec) -> Result<()> {
-    let src = rootfs.join(m.destination.trim_start_matches('/'));
-    let meta = match std::fs::symlink_metadata(&src) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("stat", &src)(e)),
-    };
-    if !meta.is_dir() {
-        if m.anonymous && meta.is_file() {
-            return Err(Error::InvalidContainerConfig {
-                reason: format!("cannot mount volume over existing file, file exists {}", m.destination),
-            });
-        }
-        return Ok(());
-    }
-    volumes.activate(&m.volume, id)?;
-    let data = volumes.data_path(&m.volume);
-    let empty = std::fs::read_dir(&data).is_ok_and(|mut d| d.next().is_none());
-    let copied = if empty {
-        tracing::debug!(container = %id, volume = %m.volume, from = %m.destination, "filling the volume from the image");
-        berth_runtime::copy_tree(&src, &data).map_err(Error::from)
-    } else {
-        Ok(())
-    };
-    volumes.deactivate(&m.volume, id);
-    copied
 }
 
 /// Whether the restart policy starts the container again after this exit.
