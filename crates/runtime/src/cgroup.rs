@@ -574,10 +574,15 @@ impl Cgroup {
             self.write("memory", "memory.max", &max(limit))?;
         }
         if let Some(swap) = r.memory_swap {
-            let value = match (swap, r.memory) {
+            // Docker's swap limit is memory + swap; v2 limits swap alone.
+            let memory = r.memory.filter(|m| *m > 0).or_else(|| {
+                self.read("memory", "memory.max")
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            });
+            let value = match (swap, memory) {
                 (-1, _) => "max".to_owned(),
-                (s, Some(m)) if m > 0 => (s - m).max(0).to_string(),
-                (s, _) => s.to_string(),
+                (s, Some(m)) => (s - m).max(0).to_string(),
+                (s, None) => s.to_string(),
             };
             self.write("memory", "memory.swap.max", &value)?;
         }

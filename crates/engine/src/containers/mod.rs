@@ -402,6 +402,19 @@ impl Containers {
     /// Re-adopts running containers whose shim lives and records the exits that happened
     /// while no daemon watched; finishes interrupted removals.
     pub(crate) async fn restore(self: &Arc<Self>) {
+        // First every volume a live container still uses, so that the exits recorded below
+        // do not unmount a volume device that another container shares.
+        for entry in self.all() {
+            let rec = entry.record();
+            if rec.running()
+                && shim_alive(rec.state.shim_pid, &self.dir(&rec.id))
+                && !self.dir(&rec.id).join("exit.json").exists()
+            {
+                for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+                    self.volumes.adopt(&m.volume, &rec.id);
+                }
+            }
+        }
         for entry in self.all() {
             let rec = entry.record();
             match rec.state.status.as_str() {
@@ -426,9 +439,6 @@ impl Containers {
                             if let Err(e) = self.update(&entry, |r| r.state.paused = frozen) {
                                 tracing::warn!(container = %rec.id, error = %e, "failed to record the paused state");
                             }
-                        }
-                        for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
-                            self.volumes.adopt(&m.volume, &rec.id);
                         }
                         self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
