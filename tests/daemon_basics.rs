@@ -1,6 +1,6 @@
 //! End-to-end tests of `berth daemon` with the real docker CLI: `docker version`, `docker info`
 //! and `docker system events` against it (also pinned to API 1.41), the clear 501 of an
-//! endpoint not built yet (`docker volume ls`), one daemon per data root, daemons side by side,
+//! endpoint not built yet (`docker network ls`), one daemon per data root, daemons side by side,
 //! and a clean SIGTERM (socket and pid file gone).
 //!
 //! Every daemon runs on its own temp socket, data root, exec root and pid file; the docker CLI
@@ -116,10 +116,10 @@ fn docker_cli_version_info_events_and_not_implemented() {
     assert!(relative.status.success(), "{relative}");
 
     // Not built yet: a clear error, never a silent success.
-    let ps = daemon.docker(&["volume", "ls"]);
+    let ps = daemon.docker(&["network", "ls"]);
     assert!(!ps.status.success(), "{ps}");
     assert!(ps.stderr.contains("not implemented"), "{ps}");
-    assert!(ps.stderr.contains("/volumes"), "{ps}");
+    assert!(ps.stderr.contains("/networks"), "{ps}");
 
     // An events stream left open does not hold the shutdown.
     let mut follower = Command::new("docker")

@@ -87,6 +87,29 @@ pub enum Error {
     AttachStopped,
     #[error("{message}")]
     StartFailed { message: String, exec_error: bool },
+    #[error("Container {id} is already paused")]
+    AlreadyPaused { id: String },
+    #[error("Container {id} is not paused")]
+    NotPaused { id: String },
+    #[error("Container {name} is paused, unpause the container before exec")]
+    ExecPaused { name: String },
+    /// A request that conflicts with the container's settings (`docker update`).
+    #[error("Cannot update container {id}: {reason}")]
+    UpdateConflict { id: String, reason: String },
+    /// The host refused an operation (freeze, a live limit); the message says why, as
+    /// dockerd's does.
+    #[error("{message}")]
+    HostRefused { message: String },
+    #[error("get {name}: no such volume")]
+    NoSuchVolume { name: String },
+    #[error("remove {name}: volume is in use - [{}]", users.join(", "))]
+    VolumeInUse { name: String, users: Vec<String> },
+    #[error("create {name}: {reason}")]
+    InvalidVolume { name: String, reason: String },
+    #[error("create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found")]
+    NoSuchVolumeDriver { name: String, driver: String },
+    #[error("a prune operation is already running")]
+    PruneRunning,
     #[error("{0}")]
     ImageInUse(String),
     #[error("{0}")]
@@ -127,7 +150,19 @@ impl Error {
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
-            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } | Error::NoSuchExec { .. } => ErrorKind::NotFound,
+            Error::NoSuchContainer { .. }
+            | Error::NoSuchImage { .. }
+            | Error::NoSuchExec { .. }
+            | Error::NoSuchVolume { .. } => ErrorKind::NotFound,
+            Error::AlreadyPaused { .. }
+            | Error::NotPaused { .. }
+            | Error::ExecPaused { .. }
+            | Error::UpdateConflict { .. }
+            | Error::VolumeInUse { .. }
+            | Error::PruneRunning => ErrorKind::Conflict,
+            // Not 404 (as dockerd's plugin lookup is): the CLI would pull the image on it.
+            Error::InvalidVolume { .. } | Error::NoSuchVolumeDriver { .. } => ErrorKind::InvalidArgument,
+            Error::HostRefused { .. } => ErrorKind::Internal,
             // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
             Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
             Error::NameConflict { .. }
@@ -174,12 +209,13 @@ impl IntoResponse for Error {
         let kind = self.kind();
         // Internal detail (paths, OS errors) goes to the log, not to the client.
         // A failed start says why (as dockerd's OCI runtime errors do): the user has to act.
-        let message = if kind == ErrorKind::Internal && !matches!(self, Error::StartFailed { .. }) {
-            tracing::error!(error = %self, "request failed");
-            "internal error; see the daemon log".to_owned()
-        } else {
-            self.to_string()
-        };
+        let message =
+            if kind == ErrorKind::Internal && !matches!(self, Error::StartFailed { .. } | Error::HostRefused { .. }) {
+                tracing::error!(error = %self, "request failed");
+                "internal error; see the daemon log".to_owned()
+            } else {
+                self.to_string()
+            };
         (kind.status(), Json(serde_json::json!({ "message": message }))).into_response()
     }
 }

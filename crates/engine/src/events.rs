@@ -25,7 +25,7 @@ const BACKLOG: usize = 1024;
 /// One event, as `/events` sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
-    /// `Type`: `image` or `container`.
+    /// `Type`: `image`, `container` or `volume`.
     pub(crate) kind: &'static str,
     /// `Action`: pull, push, tag, untag, delete, import, load, save, prune.
     pub(crate) action: &'static str,
@@ -75,10 +75,27 @@ impl Event {
         }
     }
 
+    /// A volume event (`create`, `destroy`, `mount`, `unmount`), as dockerd's
+    /// `LogVolumeEvent`: the volume's name is the actor.
+    pub(crate) fn volume(action: &'static str, name: impl Into<String>, attributes: BTreeMap<String, String>) -> Event {
+        Event {
+            kind: "volume",
+            action,
+            id: name.into(),
+            attributes,
+            time_nano: now_nanos(),
+        }
+    }
+
     /// dockerd's `prune` event: no actor ID, the bytes reclaimed as an attribute.
     pub(crate) fn image_prune(reclaimed: u64) -> Event {
+        Event::prune("image", reclaimed)
+    }
+
+    /// A `prune` event of `kind` (`image`, `volume`).
+    pub(crate) fn prune(kind: &'static str, reclaimed: u64) -> Event {
         Event {
-            kind: "image",
+            kind,
             action: "prune",
             id: String::new(),
             attributes: BTreeMap::from([("reclaimed".to_owned(), reclaimed.to_string())]),
@@ -97,7 +114,7 @@ impl Event {
             "timeNano": self.time_nano,
         });
         // The deprecated fields dockerd still fills for container and image events.
-        if !self.id.is_empty() {
+        if !self.id.is_empty() && matches!(self.kind, "container" | "image") {
             v["status"] = json!(self.action);
             v["id"] = json!(self.id);
         }

@@ -7,9 +7,10 @@
 //!
 //! Served so far: `/_ping`, `/version`, `/info`, `/events` (image and container events), the
 //! image endpoints (pull, push, import, list, inspect, history, tag, remove, prune, save,
-//! load) over [`berth_image::ImageStore`], and the container endpoints (create, start, stop,
-//! kill, wait, remove, list, inspect, logs, attach, exec) over `berth shim` processes that
-//! outlive the daemon; every other path answers 501 with a message naming it.
+//! load) over [`berth_image::ImageStore`], the container endpoints (create, start, stop,
+//! kill, wait, remove, list, inspect, logs, attach, exec, pause, unpause, stats, update) over
+//! `berth shim` processes that outlive the daemon and their cgroups, and the volume
+//! endpoints (local driver); every other path answers 501 with a message naming it.
 
 // `/info` is one large `json!` literal.
 #![recursion_limit = "256"]
@@ -21,6 +22,7 @@ mod daemon;
 mod error;
 mod events;
 mod host;
+mod volumes;
 
 pub use config::Config;
 pub use daemon::{Daemon, shutdown_signal};

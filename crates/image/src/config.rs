@@ -55,6 +55,9 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// `VOLUME`: paths that get an anonymous volume in every container of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +80,7 @@ pub struct History {
 }
 
 /// Applies `docker import --change` instructions (Dockerfile syntax, one per string):
-/// `CMD`, `ENTRYPOINT`, `ENV`, `WORKDIR`, `LABEL`, `EXPOSE`, `USER`.
+/// `CMD`, `ENTRYPOINT`, `ENV`, `WORKDIR`, `LABEL`, `EXPOSE`, `USER`, `VOLUME`.
 pub fn apply_changes(config: &mut ContainerConfig, changes: &[String]) -> Result<(), Error> {
     for change in changes {
         for line in change.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -113,6 +116,20 @@ fn apply_change(config: &mut ContainerConfig, line: &str) -> Result<(), Error> {
                 labels.insert(k, v);
             }
         }
+        "VOLUME" => {
+            // `VOLUME ["/a", "/b"]` or `VOLUME /a /b`.
+            let paths = match serde_json::from_str::<Vec<String>>(rest) {
+                Ok(v) if rest.starts_with('[') => v,
+                _ => words(rest).map_err(bad)?,
+            };
+            if paths.is_empty() || paths.iter().any(|p| p.is_empty()) {
+                return Err(bad("needs at least one path"));
+            }
+            let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
+            for p in paths {
+                volumes.insert(p, serde_json::json!({}));
+            }
+        }
         "EXPOSE" => {
             let words = words(rest).map_err(bad)?;
             if words.is_empty() {
@@ -137,7 +154,7 @@ fn apply_change(config: &mut ContainerConfig, line: &str) -> Result<(), Error> {
             return Err(Error::InvalidChange {
                 change: line.to_owned(),
                 reason: format!(
-                    "{other} is not supported by import; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER or WORKDIR"
+                    "{other} is not supported by import; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME or WORKDIR"
                 ),
             });
         }

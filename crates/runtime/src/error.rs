@@ -29,6 +29,14 @@ pub enum Error {
     Shim { id: String, reason: String },
     #[error("invalid shim record {}: {source}", path.display())]
     Record { path: PathBuf, source: serde_json::Error },
+    #[error("cgroup {}: {reason}", path.display())]
+    Cgroup { path: PathBuf, reason: String },
+    #[error("failed to write {value:?} to {}: {source}", path.display())]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
 }
 
 /// The classes of failure callers act on.
@@ -47,7 +55,12 @@ impl Error {
             Error::Invalid { .. } | Error::NoSuchUser { .. } | Error::NoSuchGroup { .. } | Error::Spec { .. } => {
                 ErrorKind::InvalidArgument
             }
-            Error::Io { .. } | Error::Mount { .. } | Error::Shim { .. } | Error::Record { .. } => ErrorKind::Internal,
+            Error::Io { .. }
+            | Error::Mount { .. }
+            | Error::Shim { .. }
+            | Error::Record { .. }
+            | Error::Cgroup { .. }
+            | Error::CgroupWrite { .. } => ErrorKind::Internal,
         }
     }
 }

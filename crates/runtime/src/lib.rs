@@ -2,9 +2,12 @@
 //! [`ContainerSpec`]), its root filesystem an overlay of the image's snapshots
 //! ([`mount_overlay`]), and its life is supervised by one `berth shim` process
 //! ([`shim_main`], started by [`spawn_shim`]) around youki's libcontainer. The shim writes
-//! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`].
+//! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`]. A running
+//! container's [`Cgroup`] is frozen, read and re-limited by the daemon.
 
+mod cgroup;
 mod cgroup_prime;
+mod copy;
 mod error;
 mod exec;
 mod log;
@@ -12,11 +15,15 @@ mod rootfs;
 mod shim;
 mod spec;
 
+pub use cgroup::{
+    BlkioEntry, BlkioUsage, Cgroup, CgroupStats, CpuUsage, MemoryUsage, machine_memory, system_cpu_usage,
+};
 pub use cgroup_prime::prime as prime_cgroup_attach;
+pub use copy::copy_tree;
 pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
-pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
+pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,

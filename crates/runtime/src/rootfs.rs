@@ -45,6 +45,89 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     })
 }
 
+/// Mounts `device` of type `fstype` at `target` with `options` as `mount(8)` takes them
+/// (`size=100m`, `bind,ro`): the flags it knows become mount flags, the rest the
+/// filesystem's data (moby's `mount.Mount`, which the local volume driver uses). A read-only
+/// bind mount is a bind mount remounted read-only, as the kernel wants it.
+pub fn mount_device(device: &str, target: &Path, fstype: &str, options: &str) -> Result<(), Error> {
+    let (flags, propagation, data) = mount_options(options);
+    let fail = |source| Error::Mount {
+        target: target.to_path_buf(),
+        source,
+    };
+    let data = (!data.is_empty()).then_some(data.as_str());
+    let fstype = (!fstype.is_empty() && !flags.contains(MsFlags::MS_BIND)).then_some(fstype);
+    nix::mount::mount(Some(device), target, fstype, flags, data).map_err(fail)?;
+    if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
+        let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | (flags & !MsFlags::MS_REC);
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            return Err(fail(e));
+        }
+    }
+    if !propagation.is_empty() {
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, propagation, None::<&str>) {
+            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            return Err(fail(e));
+        }
+    }
+    Ok(())
+}
+
+/// `mount(8)`-style options -> (flags, propagation flags, the filesystem's own data).
+fn mount_options(options: &str) -> (MsFlags, MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        // (set, clear)
+        let (set, clear) = match o {
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                let (rec, kind) = match o.strip_prefix('r') {
+                    Some(k) => (MsFlags::MS_REC, k),
+                    None => (MsFlags::empty(), o),
+                };
+                let kind = match kind {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                propagation |= kind | rec;
+                continue;
+            }
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    (flags, propagation, data.join(","))
+}
+
 /// Unmounts `target` (lazily, so a process still holding it cannot make removal fail) when
 /// it is a mount point.
 pub fn unmount(target: &Path) -> Result<(), Error> {
@@ -211,5 +294,19 @@ mod tests {
         let hosts = std::fs::read_to_string(f.hosts).unwrap();
         assert!(hosts.contains("192.0.2.9\tdb\n") && hosts.contains("127.0.1.1\twn1.site.org\n"));
         assert_eq!(std::fs::read_to_string(f.hostname).unwrap(), "wn1\n");
+    }
+
+    #[test]
+    fn mount_options_like_mount8() {
+        let (f, p, d) = mount_options("size=100m,mode=1777,noexec,ro");
+        assert_eq!(f, MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY);
+        assert!(p.is_empty());
+        assert_eq!(d, "size=100m,mode=1777");
+        let (f, p, d) = mount_options("rbind,rw,rslave");
+        assert_eq!(f, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert_eq!(p, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        assert!(d.is_empty());
+        let (f, _, _) = mount_options("ro,rw");
+        assert!(f.is_empty());
     }
 }

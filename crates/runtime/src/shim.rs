@@ -58,6 +58,9 @@ pub struct ShimConfig {
     /// With a terminal: a FIFO of `ROWS COLS` lines that resize it.
     #[serde(default)]
     pub resize_fifo: Option<PathBuf>,
+    /// The container's cgroup (`/berth/<id>`): its OOM-kill counter is read at the exit.
+    #[serde(default)]
+    pub cgroups_path: Option<String>,
 }
 
 /// The one line a shim writes to the daemon once the container runs, or failed to.
@@ -78,6 +81,10 @@ pub struct ExitRecord {
     /// Set when the container was killed by a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The OOM killer killed a process of the container during this run (dockerd's
+    /// `State.OOMKilled`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 impl ExitRecord {
@@ -178,10 +185,19 @@ pub fn shim_main(config_path: &Path) -> i32 {
     });
     tracing::debug!(container = %config.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "started");
     let status = supervise(&config, started);
+    // Read before the cleanup removes the cgroup; the counter is this run's (the cgroup is
+    // created anew at every start).
+    let oom_killed = config
+        .cgroups_path
+        .as_deref()
+        .and_then(|p| crate::cgroup::Cgroup::open(p).ok())
+        .and_then(|cg| cg.oom_kills())
+        .is_some_and(|n| n > 0);
     let record = ExitRecord {
         exit_code: status.0,
         finished_at: now_rfc3339(),
         signal: status.1,
+        oom_killed,
     };
     let data = serde_json::to_vec(&record).expect("serialisable");
     let mut code = 0;

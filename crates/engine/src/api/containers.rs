@@ -239,7 +239,7 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, Error> {
     let q = Query::new(raw);
     let entry = state.containers.get(&id)?;
-    state.containers.remove(&entry, q.flag("force")).await?;
+    state.containers.remove(&entry, q.flag("force"), q.flag("v")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -317,6 +317,7 @@ fn now() -> i64 {
 /// `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
 fn status_text(r: &Record) -> String {
     match r.state.status.as_str() {
+        "running" if r.paused() => format!("Up {} (Paused)", human_duration(now() - unix(&r.state.started_at))),
         "running" => format!("Up {}", human_duration(now() - unix(&r.state.started_at))),
         "exited" => format!(
             "Exited ({}) {} ago",
@@ -334,6 +335,18 @@ fn mounts_json(r: &Record) -> Value {
             .mounts
             .iter()
             .map(|m| {
+                if m.is_volume() {
+                    return json!({
+                        "Type": "volume",
+                        "Name": m.volume,
+                        "Source": m.source,
+                        "Destination": m.destination,
+                        "Driver": "local",
+                        "Mode": m.mode,
+                        "RW": !m.readonly,
+                        "Propagation": "",
+                    });
+                }
                 let mut v = json!({
                     "Type": m.kind,
                     "Source": m.source,
@@ -374,7 +387,7 @@ fn summary(r: &Record) -> Value {
         "Created": unix(&r.created),
         "Ports": [],
         "Labels": r.config.get("Labels").cloned().unwrap_or(json!({})),
-        "State": r.state.status,
+        "State": r.status(),
         "Status": status_text(r),
         "HostConfig": {"NetworkMode": r.settings.network.mode_name()},
         "NetworkSettings": {"Networks": networks_json(r)},
@@ -406,7 +419,7 @@ fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<
             || values.iter().any(|v| match name.as_str() {
                 "id" => r.id.starts_with(v.as_str()),
                 "name" => r.name.contains(v.trim_start_matches('/')),
-                "status" => r.state.status == *v,
+                "status" => r.status() == v,
                 "exited" => r.state.status == "exited" && v.parse::<i64>().ok() == Some(r.state.exit_code),
                 "ancestor" => {
                     r.image == *v
@@ -452,11 +465,11 @@ pub(super) async fn inspect(
         "Path": r.settings.args.first().cloned().unwrap_or_default(),
         "Args": r.settings.args.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": r.state.status,
+            "Status": r.status(),
             "Running": running,
-            "Paused": false,
+            "Paused": r.paused(),
             "Restarting": false,
-            "OOMKilled": false,
+            "OOMKilled": r.state.oom_killed,
             "Dead": false,
             "Pid": r.state.pid,
             "ExitCode": r.state.exit_code,

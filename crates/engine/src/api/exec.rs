@@ -33,7 +33,7 @@ pub(super) async fn create(
         reason: format!("invalid JSON in the request body: {e}"),
     })?;
     let entry = state.containers.get(&id)?;
-    let exec_id = state.containers.exec_create(&entry, &body)?;
+    let exec_id = state.containers.exec_create(&entry, &id, &body)?;
     Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))).into_response())
 }
 
@@ -88,9 +88,15 @@ pub(super) async fn start(
         *st = (true, true, None);
     }
     let entry = state.containers.get(&exec.container)?;
-    if !entry.record().running() {
+    let rec = entry.record();
+    if !rec.running() {
         return Err(Error::NotRunning {
             id: exec.container.clone(),
+        });
+    }
+    if rec.paused() {
+        return Err(Error::ExecPaused {
+            name: exec.container.clone(),
         });
     }
     let mut cmd = state.containers.exec_command(&exec)?;

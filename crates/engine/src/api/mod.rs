@@ -8,8 +8,10 @@ mod exec;
 mod images;
 mod pull;
 mod push;
+mod resources;
 mod search;
 mod system;
+mod volumes;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -96,6 +98,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/pause", post(resources::pause))
+        .route("/containers/{id}/unpause", post(resources::unpause))
+        .route("/containers/{id}/update", post(resources::update))
+        .route("/containers/{id}/stats", get(resources::stats))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
@@ -104,6 +110,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -166,7 +176,13 @@ async fn api_version(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The API version a request asked for (its `/v1.N` prefix; the newest without one), as a
+/// request extension for handlers whose behaviour depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ApiVersion(pub(crate) (u32, u32));
+
 fn strip_version(mut req: Request) -> Result<Request, Error> {
+    req.extensions_mut().insert(ApiVersion(API_MAX));
     let path = req.uri().path();
     let Some(rest) = path.strip_prefix("/v") else {
         return Ok(req);
@@ -197,6 +213,9 @@ fn strip_version(mut req: Request) -> Result<Request, Error> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().expect("a suffix of a valid path"));
     *req.uri_mut() = Uri::from_parts(parts).expect("only the path changed");
+    if let Some(v) = parsed {
+        req.extensions_mut().insert(ApiVersion(v));
+    }
     Ok(req)
 }
 
@@ -315,9 +334,12 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("POST", "/v1.45/containers/x/pause").await;
+        let (s, _, body) = call("GET", "/v1.45/containers/x/changes").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: POST /containers/x/pause is not implemented yet");
+        assert_eq!(
+            message(&body),
+            "berth: GET /containers/x/changes is not implemented yet"
+        );
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

@@ -21,7 +21,10 @@
 //! lives is adopted (its exit is awaited through a pidfd), one whose shim is gone gets the
 //! exit the shim recorded.
 
+mod mounts;
+mod resources;
 pub(crate) mod settings;
+mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -37,6 +40,8 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
+use crate::volumes::Volumes;
+use mounts::prepare_volumes;
 use settings::{Network, Settings};
 
 /// The zero time, as dockerd shows a container that never started or finished.
@@ -56,6 +61,12 @@ pub(crate) struct RunState {
     pub(crate) error: String,
     pub(crate) started_at: String,
     pub(crate) finished_at: String,
+    /// Frozen by `docker pause` (the status stays `running`, as dockerd keeps `Running`).
+    #[serde(default)]
+    pub(crate) paused: bool,
+    /// The last run lost a process to the OOM killer.
+    #[serde(default)]
+    pub(crate) oom_killed: bool,
 }
 
 impl Default for RunState {
@@ -68,6 +79,8 @@ impl Default for RunState {
             error: String::new(),
             started_at: ZERO_TIME.into(),
             finished_at: ZERO_TIME.into(),
+            paused: false,
+            oom_killed: false,
         }
     }
 }
@@ -100,9 +113,24 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Running, paused or not (dockerd's `State.Running`).
     pub(crate) fn running(&self) -> bool {
         self.state.status == "running"
     }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.running() && self.state.paused
+    }
+
+    /// The status dockerd shows: `created`, `running`, `paused`, `exited`, `removing`.
+    pub(crate) fn status(&self) -> &str {
+        if self.paused() { "paused" } else { &self.state.status }
+    }
+}
+
+/// The container's cgroup, relative to each hierarchy's root.
+pub(crate) fn cgroups_path(id: &str) -> String {
+    format!("/berth/{id}")
 }
 
 /// What waiters see change.
@@ -162,6 +190,8 @@ pub(crate) struct Containers {
     /// This binary, re-executed as `berth shim`.
     exe: PathBuf,
     images: Arc<ImageStore>,
+    /// The volumes containers name; references are kept current by create and remove.
+    volumes: Arc<Volumes>,
     table: Mutex<Table>,
     /// What `/events` streams: container events are published here, image events by the
     /// API handlers.
@@ -233,6 +263,8 @@ impl Containers {
         let exe = std::fs::read_link("/proc/self/exe")
             .or_else(|_| std::env::current_exe())
             .map_err(io_err("find", Path::new("/proc/self/exe")))?;
+        let events = Arc::new(Events::new());
+        let volumes = Arc::new(Volumes::open(data_root, events.clone())?);
         let mut table = Table::default();
         for entry in std::fs::read_dir(&root).map_err(io_err("read", &root))? {
             let entry = entry.map_err(io_err("read", &root))?;
@@ -256,6 +288,9 @@ impl Containers {
                 }
             };
             table.names.insert(record.name.clone(), record.id.clone());
+            for m in record.settings.mounts.iter().filter(|m| m.is_volume()) {
+                volumes.reference(&m.volume, &record.id);
+            }
             table.by_id.insert(record.id.clone(), Entry::new(record));
         }
         Ok(Containers {
@@ -264,16 +299,20 @@ impl Containers {
             exe,
             images,
             table: Mutex::new(table),
-            events: Arc::new(Events::new()),
+            volumes,
+            events,
             execs: Mutex::new(HashMap::new()),
         })
     }
 
     /// `POST /containers/{id}/exec`: records an exec for a running container.
-    pub(crate) fn exec_create(&self, entry: &Entry, body: &Value) -> Result<String> {
+    pub(crate) fn exec_create(&self, entry: &Entry, name: &str, body: &Value) -> Result<String> {
         let rec = entry.record();
         if !rec.running() {
             return Err(Error::NotRunning { id: rec.id });
+        }
+        if rec.paused() {
+            return Err(Error::ExecPaused { name: name.to_owned() });
         }
         let strings = |k: &str| -> Vec<String> {
             body.get(k)
@@ -411,6 +450,19 @@ impl Containers {
     /// Re-adopts running containers whose shim lives and records the exits that happened
     /// while no daemon watched; finishes interrupted removals.
     pub(crate) async fn restore(self: &Arc<Self>) {
+        // First every volume a live container still uses, so that the exits recorded below
+        // do not unmount a volume device that another container shares.
+        for entry in self.all() {
+            let rec = entry.record();
+            if rec.running()
+                && shim_alive(rec.state.shim_pid, &self.dir(&rec.id))
+                && !self.dir(&rec.id).join("exit.json").exists()
+            {
+                for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+                    self.volumes.adopt(&m.volume, &rec.id);
+                }
+            }
+        }
         for entry in self.all() {
             let rec = entry.record();
             match rec.state.status.as_str() {
@@ -424,7 +476,18 @@ impl Containers {
                         }
                         self.on_exit(&entry, if alive { rec.state.shim_pid } else { 0 }).await;
                     } else if alive {
-                        tracing::info!(container = %rec.id, shim = rec.state.shim_pid, "re-adopting running container");
+                        tracing::info!(container = %rec.id, shim = rec.state.shim_pid, paused = rec.state.paused, "re-adopting running container");
+                        // The freezer is the truth: a crash between freezing and recording,
+                        // or a thaw by hand, shows there.
+                        let frozen = berth_runtime::Cgroup::open(&cgroups_path(&rec.id))
+                            .ok()
+                            .and_then(|cg| cg.frozen());
+                        if let Some(frozen) = frozen.filter(|f| *f != rec.state.paused) {
+                            tracing::info!(container = %rec.id, frozen, "paused state taken from the cgroup freezer");
+                            if let Err(e) = self.update(&entry, |r| r.state.paused = frozen) {
+                                tracing::warn!(container = %rec.id, error = %e, "failed to record the paused state");
+                            }
+                        }
                         self.watch(entry.clone(), rec.state.shim_pid, None);
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
@@ -446,13 +509,15 @@ impl Containers {
                 }
                 // A --rm container whose removal a crash interrupted.
                 "exited" if rec.settings.auto_remove => {
-                    if let Err(e) = self.remove_now(&entry) {
+                    if let Err(e) = self.remove_now(&entry, true) {
                         tracing::warn!(container = %rec.id, error = %e, "failed to finish an auto-removal");
                     }
                 }
                 _ => {}
             }
         }
+        // A volume device left mounted by a daemon that died before its last user's exit.
+        self.volumes.unmount_idle();
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
@@ -489,11 +554,13 @@ impl Containers {
             .find(|r| r.image_id == image_id)
     }
 
-    /// Counts (all, running, stopped) for /info.
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        let all = self.all();
-        let running = all.iter().filter(|e| e.record().running()).count();
-        (all.len(), running, all.len() - running)
+    /// Counts (all, running, paused, stopped) for /info; a paused container is not counted
+    /// as running, as with dockerd.
+    pub(crate) fn counts(&self) -> (usize, usize, usize, usize) {
+        let all: Vec<Record> = self.all().iter().map(|e| e.record()).collect();
+        let paused = all.iter().filter(|r| r.paused()).count();
+        let running = all.iter().filter(|r| r.running()).count() - paused;
+        (all.len(), running, paused, all.len() - running - paused)
     }
 
     fn persist(&self, rec: &Record, write: Write) -> Result<()> {
@@ -589,6 +656,9 @@ impl Containers {
         };
         let dir = self.dir(&id);
         let fifo = self.stdin_fifo(&id);
+        let mut record = record;
+        // No start of this container (by name) before its volumes are ready.
+        let _op = entry.op.lock().await;
         let written = std::fs::create_dir_all(&dir)
             .map_err(io_err("create directory", &dir))
             .and_then(|()| {
@@ -602,11 +672,40 @@ impl Containers {
                         .map_err(|e| io_err("create FIFO", &resize)(e.into()))?;
                 }
                 Ok(())
-            })
-            .and_then(|()| self.persist(&record, Write::Synced));
+            });
+        // Volumes: found or created, referenced, and new ones filled from the image.
+        let mut created = Vec::new();
+        let written = match written {
+            Ok(()) if record.settings.mounts.iter().any(|m| m.is_volume()) => {
+                let volumes = self.volumes.clone();
+                let lowers = self.lowers(&image);
+                let mut mounts = std::mem::take(&mut record.settings.mounts);
+                let (d, i) = (dir.clone(), id.clone());
+                let (result, mounts) = tokio::task::spawn_blocking(move || {
+                    let r = prepare_volumes(&volumes, &d, &i, &mut mounts, &lowers);
+                    (r, mounts)
+                })
+                .await
+                .expect("preparing volumes does not panic");
+                record.settings.mounts = mounts;
+                result.map(|c| created = c)
+            }
+            other => other,
+        }
+        .and_then(|()| {
+            *entry.record.lock().unwrap_or_else(|p| p.into_inner()) = record.clone();
+            self.persist(&record, Write::Synced)
+        });
         if let Err(e) = written {
+            let _ = berth_runtime::unmount(&dir.join("rootfs"));
             let _ = remove_dir(&dir);
             self.forget(&entry);
+            for m in record.settings.mounts.iter().filter(|m| m.is_volume()) {
+                self.volumes.release(&m.volume, &id);
+            }
+            for v in &created {
+                let _ = self.volumes.remove(v, false);
+            }
             return Err(e);
         }
         tracing::info!(container = %id, name = %name, image = %record.image, "container created");
@@ -689,9 +788,15 @@ impl Containers {
                         error: String::new(),
                         started_at: berth_runtime::now_rfc3339(),
                         finished_at: r.state.finished_at.clone(),
+                        paused: false,
+                        oom_killed: false,
                     };
                 })?;
                 tracing::info!(container = %rec.id, pid, shim = shim_pid, "container started");
+                for m in rec.settings.mounts.iter().filter(|m| m.is_volume()) {
+                    self.volumes
+                        .emit_mount("mount", &m.volume, &rec.id, &m.destination, !m.readonly);
+                }
                 self.emit(&rec, "start", &[]);
                 self.watch(entry.clone(), shim_pid, Some(pipe));
                 Ok(true)
@@ -722,7 +827,7 @@ impl Containers {
                 if rec.is_ok_and(|r| r.settings.auto_remove) {
                     let this = self.clone();
                     let e = entry.clone();
-                    let removed = tokio::task::spawn_blocking(move || this.remove_now(&e))
+                    let removed = tokio::task::spawn_blocking(move || this.remove_now(&e, true))
                         .await
                         .expect("removal does not panic");
                     if let Err(e) = removed {
@@ -739,18 +844,18 @@ impl Containers {
     fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd)> {
         let dir = self.dir(&rec.id);
         let image = self.images.get(&rec.image_id)?;
-        let lowers: Vec<PathBuf> = image
-            .record
-            .chain_ids()
-            .iter()
-            .rev()
-            .map(|c| self.images.snapshot_path(c))
-            .collect();
+        let lowers = self.lowers(&image);
         let rootfs = dir.join("rootfs");
         let t0 = std::time::Instant::now();
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let mounted = t0.elapsed();
-        let result = self.launch(rec, &dir, &rootfs);
+        let result = self.activate_volumes(rec).and_then(|()| {
+            let launched = self.launch(rec, &dir, &rootfs);
+            if launched.is_err() {
+                self.deactivate_volumes(rec, false);
+            }
+            launched
+        });
         tracing::debug!(
             container = %rec.id,
             mount_ms = mounted.as_secs_f64() * 1000.0,
@@ -798,7 +903,7 @@ impl Containers {
             mounts: s.mounts.iter().map(|m| m.to_spec()).collect(),
             readonly_rootfs: s.readonly_rootfs,
             etc,
-            cgroups_path: format!("/berth/{}", rec.id),
+            cgroups_path: cgroups_path(&rec.id),
             resources: s.resources.clone(),
         };
         let bundle = dir.join("bundle");
@@ -828,6 +933,7 @@ impl Containers {
             tty: s.tty,
             console_size: s.console_size,
             resize_fifo: s.tty.then(|| self.resize_fifo(&rec.id)),
+            cgroups_path: Some(cgroups_path(&rec.id)),
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_cached(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
@@ -891,10 +997,12 @@ impl Containers {
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.shim_pid = 0;
+            r.state.paused = false;
             match &exit {
                 Some(e) => {
                     r.state.exit_code = i64::from(e.exit_code);
                     r.state.finished_at = e.finished_at.clone();
+                    r.state.oom_killed = e.oom_killed;
                 }
                 None => {
                     r.state.exit_code = 255;
@@ -907,9 +1015,16 @@ impl Containers {
             p.running = false;
             p.exits += 1;
         });
+        // Before a restart can activate them again.
+        if let Ok(rec) = &rec {
+            self.deactivate_volumes(rec, true);
+        }
         let auto_remove = match &rec {
             Ok(rec) => {
                 tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
+                if rec.state.oom_killed {
+                    self.emit(rec, "oom", &[]);
+                }
                 self.emit(rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
                 rec.settings.auto_remove
             }
@@ -919,6 +1034,15 @@ impl Containers {
             }
         };
         if auto_remove {
+            // Its volumes first: `docker run --rm` returns when it hears of the removal, and
+            // its anonymous volumes are gone by then, as with dockerd.
+            if let Ok(rec) = &rec {
+                let this = self.clone();
+                let r = rec.clone();
+                tokio::task::spawn_blocking(move || this.release_volumes(&r, true))
+                    .await
+                    .expect("releasing volumes does not panic");
+            }
             // The record stays on disk until the files go: a crash in between is finished by
             // `restore`.
             self.forget(entry);
@@ -977,19 +1101,40 @@ impl Containers {
         });
     }
 
-    /// Sends `signal` to the container's init process.
-    fn signal(&self, rec: &Record, signal: nix::sys::signal::Signal) -> Result<()> {
+    /// Sends `signal` to the container's init process. A paused container is thawed after
+    /// a signal meant to end it (SIGKILL, its stop signal, or any signal when it has no
+    /// stop signal of its own), as dockerd does: a frozen process cannot act on it.
+    fn signal(&self, entry: &Entry, rec: &Record, signal: nix::sys::signal::Signal) -> Result<()> {
         if rec.state.pid <= 0 {
             return Err(Error::NotRunning { id: rec.id.clone() });
         }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::Io {
-                op: "signal",
-                path: PathBuf::from(format!("/proc/{}", rec.state.pid)),
-                source: e.into(),
-            }),
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "signal",
+                    path: PathBuf::from(format!("/proc/{}", rec.state.pid)),
+                    source: e.into(),
+                });
+            }
         }
+        let own_stop = rec
+            .config
+            .get("StopSignal")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| settings::parse_signal(s).ok());
+        let ends_it = signal == nix::sys::signal::Signal::SIGKILL || own_stop.is_none_or(|s| s == signal);
+        if rec.paused() && ends_it {
+            let thawed = berth_runtime::Cgroup::open(&cgroups_path(&rec.id)).and_then(|cg| cg.thaw());
+            match thawed {
+                Ok(()) => {
+                    self.update(entry, |r| r.state.paused = false)?;
+                }
+                Err(e) => tracing::warn!(container = %rec.id, error = %e, "cannot unpause the container"),
+            }
+        }
+        Ok(())
     }
 
     /// `POST /containers/{id}/kill`.
@@ -1000,7 +1145,7 @@ impl Containers {
         }
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
         self.update(entry, |r| r.manually_stopped = true)?;
-        self.signal(&rec, sig)?;
+        self.signal(entry, &rec, sig)?;
         self.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
         Ok(())
     }
@@ -1031,7 +1176,7 @@ impl Containers {
         self.update(entry, |r| r.manually_stopped = true)?;
         let rx = entry.subscribe();
         let exits = rx.borrow().exits;
-        self.signal(&rec, sig)?;
+        self.signal(entry, &rec, sig)?;
         let t = timeout.or(rec.settings.stop_timeout).unwrap_or(10);
         let limit = (t >= 0).then(|| Duration::from_secs(t as u64));
         if Self::wait_exit(rx.clone(), exits, limit).await {
@@ -1039,14 +1184,14 @@ impl Containers {
             return Ok(true);
         }
         tracing::info!(container = %rec.id, timeout = t, "container did not stop in time; killing it");
-        self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+        self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
         Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         self.emit(&rec, "stop", &[]);
         Ok(true)
     }
 
     /// `DELETE /containers/{id}`: refused while running unless `force` (then killed first).
-    pub(crate) async fn remove(self: &Arc<Self>, entry: &Arc<Entry>, force: bool) -> Result<()> {
+    pub(crate) async fn remove(self: &Arc<Self>, entry: &Arc<Entry>, force: bool, volumes: bool) -> Result<()> {
         let rec = entry.record();
         if rec.running() {
             if !force {
@@ -1055,7 +1200,7 @@ impl Containers {
             let rx = entry.subscribe();
             let exits = rx.borrow().exits;
             self.update(entry, |r| r.manually_stopped = true)?;
-            self.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+            self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
             Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         }
         let _op = entry.op.lock().await;
@@ -1067,7 +1212,7 @@ impl Containers {
         let _ = tokio::time::timeout(KILL_WAIT, rx.wait_for(|p| !p.shim_alive)).await;
         let this = self.clone();
         let e = entry.clone();
-        tokio::task::spawn_blocking(move || this.remove_now(&e))
+        tokio::task::spawn_blocking(move || this.remove_now(&e, volumes))
             .await
             .expect("removal does not panic")
     }
@@ -1104,7 +1249,7 @@ impl Containers {
             if entry.record().running() {
                 continue;
             }
-            match self.remove(&entry, false).await {
+            match self.remove(&entry, false, false).await {
                 Ok(()) => removed.push(entry.id.clone()),
                 Err(e) => tracing::warn!(container = %entry.id, error = %e, "prune: not removed"),
             }
@@ -1113,13 +1258,18 @@ impl Containers {
     }
 
     /// Forgets the container and deletes its files (see [`delete_files`](Self::delete_files)).
-    fn remove_now(&self, entry: &Entry) -> Result<()> {
-        if entry.phase.borrow().removed {
-            return self.delete_files(&entry.id);
-        }
+    /// With `volumes` (`rm -v`, `--rm`) its anonymous volumes are removed too.
+    fn remove_now(&self, entry: &Entry, volumes: bool) -> Result<()> {
         let rec = entry.record();
+        if entry.phase.borrow().removed {
+            let deleted = self.delete_files(&entry.id);
+            self.release_volumes(&rec, volumes);
+            return deleted;
+        }
         // Unmount first: a container that cannot be unmounted stays, so rm can be retried.
         berth_runtime::unmount(&self.dir(&rec.id).join("rootfs"))?;
+        // Before waiters hear of the removal (`docker run --rm` checks volumes next).
+        self.release_volumes(&rec, volumes);
         self.forget(entry);
         self.emit(&rec, "destroy", &[]);
         self.delete_files(&rec.id)

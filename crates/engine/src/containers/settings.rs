@@ -2,6 +2,7 @@
 //! settings a container runs with. Every field is either honoured or refused with a clear
 //! error naming it; none is silently dropped.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use berth_image::ImageRecord;
@@ -34,29 +35,60 @@ impl Network {
 }
 
 /// A user mount, serialisable for the record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MountRec {
-    /// `bind` or `tmpfs`.
+    /// `bind`, `tmpfs` or `volume`.
     pub(crate) kind: String,
+    /// A bind's host path; a volume's `_data` (set by create).
     pub(crate) source: String,
     pub(crate) destination: String,
     pub(crate) readonly: bool,
     pub(crate) propagation: String,
     pub(crate) options: Vec<String>,
+    /// A volume's name; empty in a parsed request for an anonymous volume until create
+    /// names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) volume: String,
+    /// A volume made for this container alone (`-v /path`, an image's `VOLUME`, `--mount`
+    /// without a source): `rm -v` and `--rm` remove it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) anonymous: bool,
+    /// Do not fill a new volume from the image (`:nocopy`, `volume-nocopy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) nocopy: bool,
+    /// A volume's `Mode` as inspect shows it: the `-v` mode string, `z` for a local volume
+    /// without one (dockerd's `setBindModeIfNull`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) mode: String,
+    /// Driver options and labels for a volume this create makes (`--mount volume-opt=`,
+    /// `volume-label=`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) volume_options: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) volume_labels: BTreeMap<String, String>,
 }
 
 impl MountRec {
+    pub(crate) fn is_volume(&self) -> bool {
+        self.kind == "volume"
+    }
+
     pub(crate) fn to_spec(&self) -> MountSpec {
         match self.kind.as_str() {
             "tmpfs" => MountSpec::Tmpfs {
                 destination: self.destination.clone(),
                 options: self.options.clone(),
             },
+            // A volume is a bind mount of its `_data`.
             _ => MountSpec::Bind {
                 source: PathBuf::from(&self.source),
                 destination: self.destination.clone(),
                 readonly: self.readonly,
-                propagation: self.propagation.clone(),
+                propagation: if self.propagation.is_empty() {
+                    "rprivate".to_owned()
+                } else {
+                    self.propagation.clone()
+                },
             },
         }
     }
@@ -119,16 +151,16 @@ pub(crate) struct Parsed {
     pub(crate) warnings: Vec<String>,
 }
 
-fn invalid(reason: impl Into<String>) -> Error {
+pub(super) fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidContainerConfig { reason: reason.into() }
 }
 
-fn not_built(what: impl Into<String>) -> Error {
+pub(super) fn not_built(what: impl Into<String>) -> Error {
     Error::NotBuilt { what: what.into() }
 }
 
 /// Whether a JSON value is set to something other than its zero value.
-fn is_set(v: Option<&Value>) -> bool {
+pub(super) fn is_set(v: Option<&Value>) -> bool {
     match v {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -170,7 +202,6 @@ const HOST_CONFIG_NOT_BUILT: &[(&str, &str)] = &[
     ("PublishAllPorts", "-P/--publish-all"),
     ("Links", "--link"),
     ("VolumesFrom", "--volumes-from"),
-    ("VolumeDriver", "--volume-driver"),
     ("CgroupParent", "--cgroup-parent"),
     ("PidMode", "--pid"),
     ("UTSMode", "--uts"),
@@ -218,42 +249,19 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "" | "runc" | "berth" => {}
         other => return Err(invalid(format!("unknown or invalid runtime name: {other}"))),
     }
-    let restart = match hc.pointer("/RestartPolicy/Name").and_then(Value::as_str).unwrap_or("") {
-        "" | "no" => RestartPolicy::default(),
-        name @ ("always" | "unless-stopped" | "on-failure") => {
-            let max = hc
-                .pointer("/RestartPolicy/MaximumRetryCount")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if max < 0 {
-                return Err(invalid(format!(
-                    "invalid restart policy: maximum retry count cannot be negative: {max}"
-                )));
-            }
-            if max > 0 && name != "on-failure" {
-                return Err(invalid(
-                    "invalid restart policy: maximum retry count can only be used with 'on-failure'",
-                ));
-            }
-            if hc.get("AutoRemove").and_then(Value::as_bool) == Some(true) {
-                return Err(invalid("can't create 'AutoRemove' container with restart policy"));
-            }
-            RestartPolicy {
-                name: name.to_owned(),
-                max: max as u64,
-            }
-        }
+    let restart = restart_policy(
+        hc.get("RestartPolicy").unwrap_or(&Value::Null),
+        hc.get("AutoRemove").and_then(Value::as_bool) == Some(true),
+    )?;
+    match hc.get("VolumeDriver").and_then(Value::as_str).unwrap_or("") {
+        "" | "local" => {}
         other => {
             return Err(invalid(format!(
-                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'"
+                "error looking up volume plugin {other}: plugin \"{other}\" not found"
             )));
         }
-    };
-    for (field, flag) in [
-        ("Healthcheck", "--health-cmd"),
-        ("Volumes", "anonymous volumes (-v /path)"),
-        ("OnBuild", "ONBUILD"),
-    ] {
+    }
+    for (field, flag) in [("Healthcheck", "--health-cmd"), ("OnBuild", "ONBUILD")] {
         if is_set(config.get(field)) {
             return Err(not_built(format!("{flag} (Config.{field})")));
         }
@@ -387,6 +395,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
                 readonly: options.iter().any(|o| o == "ro"),
                 propagation: String::new(),
                 options,
+                ..MountRec::default()
             });
         }
     }
@@ -398,8 +407,41 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
                 m.destination
             )));
         }
-        if !seen.insert(m.destination.trim_end_matches('/').to_owned()) {
+        if clean_path(&m.destination) == "/" {
+            return Err(invalid(format!(
+                "invalid mount config for type \"{}\": invalid specification: destination can't be '/'",
+                m.kind
+            )));
+        }
+        if !seen.insert(clean_path(&m.destination)) {
             return Err(invalid(format!("Duplicate mount point: {}", m.destination)));
+        }
+    }
+    // Anonymous volumes: the request's `Volumes` (`-v /path`) and the image's `VOLUME`s,
+    // where no other mount is (dockerd's `createContainerVolumesOS`).
+    let mut volumes: std::collections::BTreeSet<String> = ic.volumes.iter().flatten().map(|(k, _)| k.clone()).collect();
+    if let Some(v) = config.get("Volumes").and_then(Value::as_object) {
+        volumes.extend(v.keys().cloned());
+    }
+    for dest in &volumes {
+        if !dest.starts_with('/') {
+            return Err(invalid(format!(
+                "invalid mount config for type \"volume\": invalid mount path: '{dest}' mount path must be absolute"
+            )));
+        }
+        let clean = clean_path(dest);
+        if clean == "/" {
+            return Err(invalid(
+                "invalid mount config for type \"volume\": invalid specification: destination can't be '/'",
+            ));
+        }
+        if seen.insert(clean.clone()) {
+            mounts.push(MountRec {
+                kind: "volume".into(),
+                destination: clean,
+                anonymous: true,
+                ..MountRec::default()
+            });
         }
     }
 
@@ -511,7 +553,11 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "Env": env,
         "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
         "Image": string(config.get("Image")),
-        "Volumes": null,
+        "Volumes": if volumes.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(volumes.iter().map(|v| (v.clone(), json!({}))).collect())
+        },
         "WorkingDir": if cwd == "/" && ic.working_dir.is_none() && string(config.get("WorkingDir")).is_empty() { String::new() } else { cwd },
         "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
         "OnBuild": null,
@@ -523,6 +569,12 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     let mut host_config = hc.clone();
     if let Some(o) = host_config.as_object_mut() {
         o.insert("NetworkMode".into(), json!(network.mode_name()));
+        // dockerd's default: as much swap as memory, shown in HostConfig (and checked by
+        // `docker update`).
+        let memory = o.get("Memory").and_then(Value::as_i64).unwrap_or(0);
+        if memory > 0 && o.get("MemorySwap").and_then(Value::as_i64).unwrap_or(0) == 0 {
+            o.insert("MemorySwap".into(), json!(2 * memory));
+        }
         o.entry("LogConfig")
             .or_insert(json!({"Type": "json-file", "Config": {}}));
         if o.get("LogConfig").and_then(|l| l.get("Type")).and_then(Value::as_str) == Some("") {
@@ -540,8 +592,39 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     })
 }
 
+/// `HostConfig.RestartPolicy`: `no` (or empty), `always`, `unless-stopped`,
+/// `on-failure[:max]`, checked as dockerd checks it.
+pub(super) fn restart_policy(p: &Value, auto_remove: bool) -> Result<RestartPolicy, Error> {
+    match p.get("Name").and_then(Value::as_str).unwrap_or("") {
+        "" | "no" => Ok(RestartPolicy::default()),
+        name @ ("always" | "unless-stopped" | "on-failure") => {
+            let max = p.get("MaximumRetryCount").and_then(Value::as_i64).unwrap_or(0);
+            if max < 0 {
+                return Err(invalid(format!(
+                    "invalid restart policy: maximum retry count cannot be negative: {max}"
+                )));
+            }
+            if max > 0 && name != "on-failure" {
+                return Err(invalid(
+                    "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+                ));
+            }
+            if auto_remove {
+                return Err(invalid("can't create 'AutoRemove' container with restart policy"));
+            }
+            Ok(RestartPolicy {
+                name: name.to_owned(),
+                max: max as u64,
+            })
+        }
+        other => Err(invalid(format!(
+            "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure' or 'unless-stopped'"
+        ))),
+    }
+}
+
 /// The cgroup limits, checked as dockerd checks them.
-fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
+pub(super) fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
     let int = |k: &str| hc.get(k).and_then(Value::as_i64).filter(|&v| v != 0);
     let text = |k: &str| {
         hc.get(k)
@@ -565,6 +648,36 @@ fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
             return Err(invalid("Minimum memory limit allowed is 6MB"));
         }
     }
+    if let Some(v) = r.memory_reservation {
+        if v > 0 && v < 6 * 1024 * 1024 {
+            return Err(invalid("Minimum memory reservation allowed is 6MB"));
+        }
+        if r.memory.is_some_and(|m| m > 0 && m < v) {
+            return Err(invalid(
+                "Minimum memory limit can not be less than memory reservation limit, see usage",
+            ));
+        }
+    }
+    if r.cpu_period.is_some_and(|p| !(1000..=1_000_000).contains(&p)) {
+        return Err(invalid(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+        ));
+    }
+    if r.cpu_quota.is_some_and(|q| q > 0 && q < 1000) {
+        return Err(invalid("CPU cfs quota can not be less than 1ms (i.e. 1000)"));
+    }
+    check_cpuset(
+        r.cpuset_cpus.as_deref().unwrap_or(""),
+        "/sys/devices/system/cpu/online",
+        "cpus",
+        "CPUs",
+    )?;
+    check_cpuset(
+        r.cpuset_mems.as_deref().unwrap_or(""),
+        "/sys/devices/system/node/online",
+        "mems",
+        "memory nodes",
+    )?;
     match (r.memory, r.memory_swap) {
         (None, Some(s)) if s > 0 => {
             return Err(invalid(
@@ -611,40 +724,96 @@ fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
     Ok(r)
 }
 
+/// `--cpuset-cpus` / `--cpuset-mems`: a list like `0-2,5` naming only what the host has
+/// (`online` is the kernel's list of them).
+pub(super) fn check_cpuset(list: &str, online: &str, what: &str, plural: &str) -> Result<(), Error> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let available_text = std::fs::read_to_string(online).unwrap_or_else(|_| "0".to_owned());
+    let available = parse_cpuset(available_text.trim()).unwrap_or_default();
+    let requested = parse_cpuset(list).ok_or_else(|| {
+        invalid(format!(
+            "Invalid value {list} for cpuset {what}: invalid format: {list}"
+        ))
+    })?;
+    if requested.iter().any(|c| !available.contains(c)) {
+        return Err(invalid(format!(
+            "Requested {plural} are not available - requested {list}, available: {}",
+            available_text.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `0-2,5` -> {0, 1, 2, 5}; `None` when malformed.
+fn parse_cpuset(list: &str) -> Option<std::collections::BTreeSet<u32>> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b || b - a > 4096 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(part.parse().ok()?);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Whether the memory cgroup can limit swap (v1: `memory.memsw.*`; v2: `memory.swap.max`).
-fn swap_accounting() -> bool {
+pub(super) fn swap_accounting() -> bool {
     std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 /// `-v SRC:DST[:OPTS]`: a host path (created when missing, as dockerd does for `-v`), or a
-/// named volume (not built yet).
+/// named volume (created at create when missing).
 pub(crate) fn parse_bind(spec: &str) -> Result<MountRec, Error> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
-        [src, dst] => (*src, *dst, ""),
-        [src, dst, opts] => (*src, *dst, *opts),
+        [src, dst] if !src.is_empty() => (*src, *dst, ""),
+        [src, dst, opts] if !src.is_empty() => (*src, *dst, *opts),
         _ => return Err(invalid(format!("invalid volume specification: '{spec}'"))),
     };
-    if !src.starts_with('/') {
-        return Err(not_built(format!("named volumes (-v {src}:{dst})")));
-    }
+    let volume = !src.starts_with('/');
     let mut readonly = false;
     let mut propagation = "rprivate".to_owned();
+    let mut nocopy = false;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
             "ro" => readonly = true,
             "rw" => readonly = false,
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => propagation = o.to_owned(),
-            // SELinux relabelling and copy hints have no meaning on these hosts.
+            // SELinux relabelling has no meaning on these hosts.
             "z" | "Z" => return Err(not_built(format!("the :{o} SELinux relabel option"))),
-            "nocopy" => {}
+            "nocopy" => nocopy = true,
             other => {
                 return Err(invalid(format!(
                     "invalid mode: {other} in volume specification: '{spec}'"
                 )));
             }
         }
+    }
+    if volume {
+        return Ok(MountRec {
+            kind: "volume".into(),
+            destination: dst.to_owned(),
+            readonly,
+            volume: src.to_owned(),
+            nocopy,
+            mode: if opts.is_empty() {
+                "z".to_owned()
+            } else {
+                opts.to_owned()
+            },
+            ..MountRec::default()
+        });
     }
     if !std::path::Path::new(src).exists() {
         std::fs::create_dir_all(src).map_err(|e| invalid(format!("failed to create bind source {src}: {e}")))?;
@@ -655,8 +824,23 @@ pub(crate) fn parse_bind(spec: &str) -> Result<MountRec, Error> {
         destination: dst.to_owned(),
         readonly,
         propagation,
-        options: Vec::new(),
+        ..MountRec::default()
     })
+}
+
+/// dockerd's `path.Clean` of a mount destination: no `//`, no trailing `/`, no `.`.
+fn clean_path(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 /// `--mount type=bind|tmpfs,…` as the CLI sends it (`HostConfig.Mounts[]`).
@@ -685,6 +869,7 @@ fn parse_mount(m: &Value) -> Result<MountRec, Error> {
                 readonly,
                 propagation,
                 options: Vec::new(),
+                ..MountRec::default()
             })
         }
         "tmpfs" => {
@@ -707,9 +892,52 @@ fn parse_mount(m: &Value) -> Result<MountRec, Error> {
                 readonly,
                 propagation: String::new(),
                 options,
+                ..MountRec::default()
             })
         }
-        "volume" => Err(not_built("--mount type=volume")),
+        "volume" => {
+            let bad = |reason: &str| invalid(format!("invalid mount config for type \"volume\": {reason}"));
+            if is_set(m.get("BindOptions")) {
+                return Err(bad("field BindOptions must not be specified"));
+            }
+            if is_set(m.get("TmpfsOptions")) {
+                return Err(bad("field TmpfsOptions must not be specified"));
+            }
+            let opts = m.get("VolumeOptions").cloned().unwrap_or(Value::Null);
+            if is_set(opts.get("Subpath")) {
+                return Err(not_built("--mount volume-subpath"));
+            }
+            match opts.pointer("/DriverConfig/Name").and_then(Value::as_str).unwrap_or("") {
+                "" | "local" => {}
+                other => {
+                    return Err(invalid(format!(
+                        "error looking up volume plugin {other}: plugin \"{other}\" not found"
+                    )));
+                }
+            }
+            let map = |v: Option<&Value>| -> BTreeMap<String, String> {
+                v.and_then(Value::as_object)
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let source = string(m.get("Source"));
+            Ok(MountRec {
+                kind,
+                destination: target,
+                readonly,
+                anonymous: source.is_empty(),
+                volume: source,
+                nocopy: opts.get("NoCopy").and_then(Value::as_bool).unwrap_or(false),
+                mode: "z".into(),
+                volume_options: map(opts.pointer("/DriverConfig/Options")),
+                volume_labels: map(opts.get("Labels")),
+                ..MountRec::default()
+            })
+        }
         other => Err(invalid(format!("invalid mount config: mount type unknown: {other:?}"))),
     }
 }
@@ -819,7 +1047,29 @@ mod tests {
                 "'AutoRemove' container with restart policy",
             ),
             (json!({"HostConfig": {"NetworkMode": "site"}}), "network site not found"),
-            (json!({"HostConfig": {"Binds": ["vol:/data"]}}), "named volumes"),
+            (json!({"HostConfig": {"Binds": ["vol:/data:z"]}}), "SELinux"),
+            (
+                json!({"HostConfig": {"Mounts": [{"Type": "volume", "Target": "/"}]}}),
+                "destination can't be '/'",
+            ),
+            (
+                json!({"HostConfig": {"Mounts": [{"Type": "volume", "Target": "/x", "VolumeOptions": {"Subpath": "a"}}]}}),
+                "volume-subpath",
+            ),
+            (
+                json!({"HostConfig": {"VolumeDriver": "flocker"}}),
+                "plugin \"flocker\" not found",
+            ),
+            (json!({"Volumes": {"rel": {}}}), "must be absolute"),
+            (
+                json!({"HostConfig": {"Binds": ["v1:/data", "v2:/data/"]}}),
+                "Duplicate mount point",
+            ),
+            (json!({"HostConfig": {"CpuPeriod": 500}}), "CPU cfs period"),
+            (
+                json!({"HostConfig": {"CpusetCpus": "4096"}}),
+                "Requested CPUs are not available",
+            ),
             (json!({"HostConfig": {"CapAdd": ["BOGUS"]}}), "unknown capability"),
             (
                 json!({"HostConfig": {"LogConfig": {"Type": "syslog"}}}),
@@ -873,5 +1123,36 @@ mod tests {
         );
         let dup = json!({"HostConfig": {"Binds": ["/tmp:/x", "/tmp:/x"]}});
         assert!(parse(&dup, &image(), ID).is_err());
+    }
+
+    #[test]
+    fn volumes_named_anonymous_and_from_the_image() {
+        let mut img = image();
+        img.config.config.volumes = Some([("/cache".to_owned(), json!({}))].into());
+        let body = json!({
+            "Volumes": {"/scratch": {}, "/data": {}},
+            "HostConfig": {
+                "Binds": ["data:/data:ro,nocopy"],
+                "Mounts": [{"Type": "volume", "Source": "", "Target": "/m", "VolumeOptions": {"Labels": {"a": "b"}, "DriverConfig": {"Options": {"type": "tmpfs", "device": "tmpfs"}}}}],
+            },
+        });
+        let p = parse(&body, &img, ID).unwrap();
+        let m = &p.settings.mounts;
+        let find = |d: &str| {
+            m.iter()
+                .find(|x| x.destination == d)
+                .unwrap_or_else(|| panic!("{d} in {m:?}"))
+        };
+        let named = find("/data");
+        assert!(named.is_volume() && named.volume == "data" && named.readonly && named.nocopy && !named.anonymous);
+        assert_eq!(named.mode, "ro,nocopy");
+        let tmp = find("/m");
+        assert!(tmp.anonymous && tmp.volume.is_empty() && tmp.mode == "z");
+        assert_eq!(tmp.volume_options["type"], "tmpfs");
+        assert_eq!(tmp.volume_labels["a"], "b");
+        assert!(find("/scratch").anonymous && find("/cache").anonymous);
+        assert_eq!(m.len(), 4, "/data is not mounted twice: {m:?}");
+        assert_eq!(p.config["Volumes"], json!({"/cache": {}, "/data": {}, "/scratch": {}}));
+        assert_eq!(clean_path("/a//b/./c/"), "/a/b/c");
     }
 }

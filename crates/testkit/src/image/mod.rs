@@ -45,6 +45,7 @@ pub struct ImageBuilder {
     annotations: BTreeMap<String, String>,
     cmd: Vec<String>,
     architecture: Option<String>,
+    volumes: Vec<String>,
 }
 
 impl Default for ImageBuilder {
@@ -65,6 +66,7 @@ impl ImageBuilder {
             annotations: BTreeMap::new(),
             cmd: vec!["sh".to_owned()],
             architecture: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -104,6 +106,13 @@ impl ImageBuilder {
         S: Into<String>,
     {
         self.cmd = cmd.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a `VOLUME` (`config.Volumes`): containers of the image get an anonymous volume
+    /// there, filled from the image's content at that path.
+    pub fn volume(mut self, path: impl Into<String>) -> Self {
+        self.volumes.push(path.into());
         self
     }
 
@@ -193,6 +202,11 @@ impl ImageBuilder {
         });
         if !self.labels.is_empty() {
             container_config["Labels"] = json!(self.labels);
+        }
+        if !self.volumes.is_empty() {
+            let volumes: BTreeMap<&str, serde_json::Value> =
+                self.volumes.iter().map(|v| (v.as_str(), json!({}))).collect();
+            container_config["Volumes"] = json!(volumes);
         }
         let config = json!({
             "created": CREATED,
