@@ -3,6 +3,8 @@
 //! ([`mount_overlay`]), and its life is supervised by one `berth shim` process
 //! ([`shim_main`], started by [`spawn_shim`]) around youki's libcontainer. The shim writes
 //! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`].
+//! [`run_in_rootfs`] runs work inside a private view of a container's root filesystem
+//! (`docker cp`, `docker export`); [`freeze`] pauses a container's processes (`docker commit`).
 
 mod error;
 mod exec;
@@ -10,6 +12,7 @@ mod log;
 mod rootfs;
 mod shim;
 mod spec;
+mod view;
 
 pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
@@ -20,3 +23,4 @@ pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,
     host_capabilities, write_bundle,
 };
+pub use view::{OverlaySpec, ViewSpec, freeze, run_in_rootfs};

@@ -756,6 +756,7 @@ mod tests {
                     diff_ids: vec![],
                 },
                 history: vec![],
+                container: None,
             },
             layers: vec![],
             size: 0,
