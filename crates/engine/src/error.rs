@@ -89,6 +89,16 @@ pub enum Error {
     StartFailed { message: String, exec_error: bool },
     #[error("{0}")]
     ImageInUse(String),
+    #[error("Could not find the file {path} in container {container}")]
+    ContainerFileNotFound { path: String, container: String },
+    #[error("{path} in container {container}: {source}")]
+    ContainerPath {
+        path: String,
+        container: String,
+        source: std::io::Error,
+    },
+    #[error("{reason}")]
+    CopyRefused { reason: &'static str },
     #[error("{0}")]
     Runtime(#[from] berth_runtime::Error),
     #[error("{0}")]
@@ -127,7 +137,11 @@ impl Error {
             | Error::SocketInUse { .. }
             | Error::NotASocket { .. } => ErrorKind::Conflict,
             Error::NotImplemented { .. } | Error::NotBuilt { .. } => ErrorKind::NotImplemented,
-            Error::NoSuchContainer { .. } | Error::NoSuchImage { .. } | Error::NoSuchExec { .. } => ErrorKind::NotFound,
+            Error::NoSuchContainer { .. }
+            | Error::NoSuchImage { .. }
+            | Error::NoSuchExec { .. }
+            | Error::ContainerFileNotFound { .. } => ErrorKind::NotFound,
+            Error::ContainerPath { .. } | Error::CopyRefused { .. } => ErrorKind::InvalidArgument,
             // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
             Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
             Error::NameConflict { .. }

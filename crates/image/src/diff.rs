@@ -213,12 +213,11 @@ fn scan_dir(
     let dir = upper.join(rel);
     let mut held_runtime_path = false;
     for (path, md) in sorted_children(&dir).map_err(io("read", &dir))? {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         if skip.contains(format!("/{child}").as_str()) {
             held_runtime_path = true;
             continue;
@@ -234,7 +233,9 @@ fn scan_dir(
         if xattr::get(&path, "trusted.overlay.redirect").ok().flatten().is_some()
             || xattr::get(&path, "trusted.overlay.metacopy").ok().flatten().is_some()
         {
-            return Err(Error::OverlayRedirect { path: format!("/{child}") });
+            return Err(Error::OverlayRedirect {
+                path: format!("/{child}"),
+            });
         }
         if !md.is_dir() {
             out.push(Node {
@@ -251,9 +252,9 @@ fn scan_dir(
         let unchanged_holder = !opaque
             && below.is_empty()
             && runtime_below
-            && lowers
-                .stat(&child)
-                .is_none_or(|low| low.is_dir() && low.mode() == md.mode() && low.uid() == md.uid() && low.gid() == md.gid());
+            && lowers.stat(&child).is_none_or(|low| {
+                low.is_dir() && low.mode() == md.mode() && low.uid() == md.uid() && low.gid() == md.gid()
+            });
         if unchanged_holder {
             held_runtime_path = true;
             continue;
@@ -322,7 +323,9 @@ impl Lowers {
         let mut names = BTreeSet::new();
         let mut hidden = BTreeSet::new();
         for layer in self.dir_layers(rel) {
-            let Ok(rd) = fs::read_dir(layer.join(rel)) else { continue };
+            let Ok(rd) = fs::read_dir(layer.join(rel)) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if names.contains(&name) || hidden.contains(&name) {
@@ -365,10 +368,20 @@ mod tests {
         fs::write(upper.join("data/new.txt"), b"new").unwrap();
         fs::write(upper.join("data/opq/fresh"), b"f").unwrap();
         xattr::set(upper.join("data/opq"), OPAQUE_XATTR, b"y").unwrap();
-        mknod(&upper.join("data/gone.txt"), SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).unwrap();
+        mknod(
+            &upper.join("data/gone.txt"),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .unwrap();
         // /etc was copied up for /etc/hosts only: the same mode and owner as below.
         let etc_mode = fs::metadata(lower.join("etc")).unwrap().mode();
-        fs::set_permissions(upper.join("etc"), std::os::unix::fs::PermissionsExt::from_mode(etc_mode)).unwrap();
+        fs::set_permissions(
+            upper.join("etc"),
+            std::os::unix::fs::PermissionsExt::from_mode(etc_mode),
+        )
+        .unwrap();
 
         let diff = UpperDiff::scan(&upper, &[lower], &["/proc", "/etc/hosts"]).unwrap();
         let got: Vec<(String, ChangeKind)> = diff.changes().into_iter().map(|c| (c.path, c.kind)).collect();

@@ -359,7 +359,12 @@ impl ImageStore {
     /// Unpacks the uncompressed layer `tar` into the snapshot directory `tmp` (overlay
     /// whiteouts), records its recipe next to it (`tmp.recipe`) and syncs both to the disk.
     /// Returns the diff ID and size of the stream.
-    pub(crate) fn unpack_layer<R: Read>(&self, tar: R, tmp: &Path, allow_devices: bool) -> Result<(Digest, u64), Error> {
+    pub(crate) fn unpack_layer<R: Read>(
+        &self,
+        tar: R,
+        tmp: &Path,
+        allow_devices: bool,
+    ) -> Result<(Digest, u64), Error> {
         let started = std::time::Instant::now();
         let mut tar = HashingAhead::new(tar).map_err(|source| Error::Read { source })?;
         let extract_opts = ExtractOptions {

@@ -123,7 +123,14 @@ pub fn follow_in_scope(path: &str) -> io::Result<String> {
             }
             _ => {}
         }
-        let candidate = format!("/{}", done.iter().chain(std::iter::once(&c)).cloned().collect::<Vec<_>>().join("/"));
+        let candidate = format!(
+            "/{}",
+            done.iter()
+                .chain(std::iter::once(&c))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("/")
+        );
         match fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
@@ -202,7 +209,10 @@ pub fn write_path_archive<W: Write>(path: &str, out: W) -> io::Result<W> {
 pub fn write_tree<W: Write>(root: &Path, out: W) -> io::Result<W> {
     let mut w = TreeWriter::new(out);
     for (child, md) in sorted_children(root)? {
-        let name = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = child
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         w.walk(&child, &name, md)?;
     }
     w.finish()
@@ -221,7 +231,11 @@ pub(crate) fn sorted_children(dir: &Path) -> io::Result<Vec<(PathBuf, Metadata)>
             Err(err) => return Err(err),
         }
     }
-    out.sort_by(|a, b| a.0.as_os_str().as_encoded_bytes().cmp(b.0.as_os_str().as_encoded_bytes()));
+    out.sort_by(|a, b| {
+        a.0.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.0.as_os_str().as_encoded_bytes())
+    });
     Ok(out)
 }
 
@@ -249,7 +263,10 @@ impl<W: Write> TreeWriter<W> {
         self.append(path, name, &md)?;
         if is_dir {
             for (child, cmd) in sorted_children(path)? {
-                let file = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let file = child
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let child_name = if name.is_empty() {
                     format!("/{file}")
                 } else {

@@ -20,7 +20,7 @@ pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
 pub use spec::{
-    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,
-    host_capabilities, write_bundle,
+    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, RUNTIME_MOUNT_POINTS, Resources,
+    check_capabilities, host_capabilities, write_bundle,
 };
 pub use view::{OverlaySpec, ViewSpec, freeze, run_in_rootfs};

@@ -76,8 +76,14 @@ fn enter(spec: &ViewSpec) -> Result<OwnedFd, Error> {
     nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
         .map_err(sys("unshare the mount namespace for", &spec.rootfs))?;
     // Nothing mounted here propagates to the host, nor an unmount there to here.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(sys("make private the mounts of", Path::new("/")))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make private the mounts of", Path::new("/")))?;
     if !mounted_here(&spec.rootfs) {
         let o = &spec.overlay;
         crate::rootfs::mount_overlay(&o.lowers, &o.upper, &o.work, &spec.rootfs)?;
@@ -96,8 +102,12 @@ fn enter(spec: &ViewSpec) -> Result<OwnedFd, Error> {
     for m in mounts {
         bind_into(&root, m)?;
     }
-    let old_root = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys("open", Path::new("/")))?;
+    let old_root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open", Path::new("/")))?;
     // SAFETY: open returned a new descriptor that we own.
     let old_root: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(old_root) };
     nix::unistd::fchdir(root.as_raw_fd()).map_err(sys("enter", &spec.rootfs))?;

@@ -270,7 +270,7 @@ fn inspect(image: &Image) -> Value {
             "Env": c.env,
             "Cmd": c.cmd,
             "Image": "",
-            "Volumes": null,
+            "Volumes": c.volumes,
             "WorkingDir": c.working_dir.clone().unwrap_or_default(),
             "Entrypoint": c.entrypoint,
             "OnBuild": null,

@@ -21,6 +21,7 @@
 //! lives is adopted (its exit is awaited through a pidfd), one whose shim is gone gets the
 //! exit the shim recorded.
 
+pub(crate) mod filesystem;
 pub(crate) mod settings;
 
 use std::collections::{BTreeMap, HashMap};
@@ -681,14 +682,7 @@ impl Containers {
     /// the mount is undone.
     fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd)> {
         let dir = self.dir(&rec.id);
-        let image = self.images.get(&rec.image_id)?;
-        let lowers: Vec<PathBuf> = image
-            .record
-            .chain_ids()
-            .iter()
-            .rev()
-            .map(|c| self.images.snapshot_path(c))
-            .collect();
+        let lowers = self.lowers(rec)?;
         let rootfs = dir.join("rootfs");
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let result = self.launch(rec, &dir, &rootfs);
