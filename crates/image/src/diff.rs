@@ -68,7 +68,10 @@ impl UpperDiff {
         let skip: HashSet<&str> = runtime_paths.iter().map(|p| p.trim_end_matches('/')).collect();
         let lowers = Lowers(lowers.to_vec());
         let mut nodes = Vec::new();
-        scan_dir(upper, "", &lowers, &skip, &mut nodes)?;
+        // A container that never started has no upper directory yet: no changes.
+        if upper.exists() {
+            scan_dir(upper, "", &lowers, &skip, &mut nodes)?;
+        }
         Ok(UpperDiff {
             upper: upper.to_path_buf(),
             lowers,

@@ -159,10 +159,17 @@ pub(super) async fn extract(
     body: Body,
 ) -> Result<Response, Error> {
     let q = Query::new(raw);
-    let path = path_param(&q)?;
     let no_overwrite = q.flag("noOverwriteDirNonDir");
     let copy_uid_gid = q.flag("copyUIDGID");
-    let entry = state.containers.get(&id)?;
+    let (path, entry) = match path_param(&q).and_then(|p| Ok((p, state.containers.get(&id)?))) {
+        Ok(found) => found,
+        Err(e) => {
+            // Answering before the client has sent its tarball would reset the connection
+            // under it, and it would lose the answer.
+            drain(body).await;
+            return Err(e);
+        }
+    };
     let (tx, reader) = berth_image::batch_channel();
     let containers = state.containers.clone();
     let (p, name, e) = (path.clone(), id.clone(), entry.clone());
@@ -177,6 +184,22 @@ pub(super) async fn extract(
     task.await.expect("extraction does not panic")??;
     state.containers.event(&entry, "extract-to-dir");
     Ok(StatusCode::OK.into_response())
+}
+
+/// Reads and drops what is left of a refused request's body: at most 16 MiB, for 10 s.
+async fn drain(body: Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut left = 16usize << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// In the view: moby's `containerExtractToDir`.
