@@ -78,7 +78,10 @@ fn raw_request(daemon: &DaemonProcess, method: &str, path: &str, body: &[u8]) ->
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -97,7 +100,11 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
         };
         h.set_entry_type(*kind);
         h.set_size(payload.len() as u64);
-        h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if *kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_cksum();
         b.append(&h, payload).unwrap();
     }
@@ -235,11 +242,23 @@ fn cp_in_and_out_of_running_stopped_and_created_containers() {
     // Never started: the copy is there at the first start. `-a` gives the file the
     // container's user.
     daemon.docker_ok(&[
-        "create", "--name", "fs2", "--user", "nobody", "busybox", "sh", "-c", "stat -c '%u %n' /given; cat /given",
+        "create",
+        "--name",
+        "fs2",
+        "--user",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
+        "stat -c '%u %n' /given; cat /given",
     ]);
     daemon.docker_ok(&["cp", "-a", &hello, "fs2:/given"]);
     daemon.docker_ok(&["cp", "fs2:/etc/passwd", &format!("{out_s}/passwd")]);
-    assert!(fs::read_to_string(out.join("passwd")).unwrap().starts_with("root:x:0:0"));
+    assert!(
+        fs::read_to_string(out.join("passwd"))
+            .unwrap()
+            .starts_with("root:x:0:0")
+    );
     let got = daemon.docker_ok(&["start", "-a", "fs2"]);
     assert_eq!(got.stdout, "65534 /given\nhello from the host\n", "{got}");
 
@@ -262,9 +281,8 @@ fn cp_stays_inside_the_container() {
 
     daemon.docker_ok(&["run", "-d", "--name", "fs3", "busybox", "sleep", "300"]);
     // Symlinks that point "above" the root; one target exists in the container, one not.
-    let script = format!(
-        "ln -s /../../../../tmp/{esc} /evil && mkdir /tmp/{esc} && ln -s ../../../../../tmp/{mis} /evil2"
-    );
+    let script =
+        format!("ln -s /../../../../tmp/{esc} /evil && mkdir /tmp/{esc} && ln -s ../../../../../tmp/{mis} /evil2");
     daemon.docker_ok(&["exec", "fs3", "sh", "-c", &script]);
 
     // The stat's link target is resolved inside the container.
@@ -272,24 +290,40 @@ fn cp_stays_inside_the_container() {
     assert!(got.status.success(), "{got}");
     daemon.docker_ok(&["cp", &payload, "fs3:/evil/"]);
     daemon.docker_ok(&["cp", &payload, "fs3:/evil2"]);
-    assert!(!escape.0.exists(), "docker cp wrote to the host's {}", escape.0.display());
-    assert!(!missing.0.exists(), "docker cp wrote to the host's {}", missing.0.display());
-    let got = daemon.docker_ok(&["exec", "fs3", "cat", &format!("/tmp/{esc}/payload.txt"), &format!("/tmp/{mis}")]);
-    assert_eq!(got.stdout, "payload\npayload\n", "both copies landed inside the container\n{got}");
+    assert!(
+        !escape.0.exists(),
+        "docker cp wrote to the host's {}",
+        escape.0.display()
+    );
+    assert!(
+        !missing.0.exists(),
+        "docker cp wrote to the host's {}",
+        missing.0.display()
+    );
+    let got = daemon.docker_ok(&[
+        "exec",
+        "fs3",
+        "cat",
+        &format!("/tmp/{esc}/payload.txt"),
+        &format!("/tmp/{mis}"),
+    ]);
+    assert_eq!(
+        got.stdout, "payload\npayload\n",
+        "both copies landed inside the container\n{got}"
+    );
     // Out through the symlink: the container's file, not the host's.
     fs::create_dir_all(&escape.0).unwrap();
     fs::write(escape.0.join("payload.txt"), b"HOST FILE\n").unwrap();
-    let got = daemon.docker_ok(&["cp", &format!("fs3:/evil/payload.txt"), "-"]);
-    assert!(got.stdout.contains("payload\n") && !got.stdout.contains("HOST FILE"), "{got}");
+    let got = daemon.docker_ok(&["cp", "fs3:/evil/payload.txt", "-"]);
+    assert!(
+        got.stdout.contains("payload\n") && !got.stdout.contains("HOST FILE"),
+        "{got}"
+    );
     fs::remove_dir_all(&escape.0).unwrap();
 
     // Hostile tarballs straight to the API: `..` names, a symlink then a file through it, an
     // absolute symlink as the destination's parent. Each is refused; nothing reaches the host.
-    let dotdot = raw_tar(&[(
-        &format!("../../../../tmp/{esc}"),
-        tar::EntryType::Regular,
-        "pwned",
-    )]);
+    let dotdot = raw_tar(&[(&format!("../../../../tmp/{esc}"), tar::EntryType::Regular, "pwned")]);
     let (status, body) = raw_request(&daemon, "PUT", "/v1.45/containers/fs3/archive?path=/", &dotdot);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("'..'"), "{body}");
@@ -317,10 +351,17 @@ fn cp_stays_inside_the_container() {
     let (status, body) = raw_request(&daemon, "PUT", "/v1.45/containers/fs3/archive", &plain);
     assert_eq!(status, 400, "{body}");
     let (status, body) = raw_request(&daemon, "PUT", "/v1.45/containers/fs3/archive?path=/etc/passwd", &plain);
-    assert_eq!((status, body.contains("extraction point is not a directory")), (400, true), "{body}");
+    assert_eq!(
+        (status, body.contains("extraction point is not a directory")),
+        (400, true),
+        "{body}"
+    );
     let (status, body) = raw_request(&daemon, "PUT", "/v1.45/containers/fs3/archive?path=/nowhere", &plain);
     assert_eq!(status, 404, "{body}");
-    assert!(body.contains("Could not find the file /nowhere in container fs3"), "{body}");
+    assert!(
+        body.contains("Could not find the file /nowhere in container fs3"),
+        "{body}"
+    );
 
     // A read-only root filesystem refuses, like dockerd.
     daemon.docker_ok(&["run", "-d", "--name", "fs3ro", "--read-only", "busybox", "sleep", "300"]);
@@ -344,7 +385,10 @@ fn export_diff_commit_history_save() {
 
     daemon.docker_ok(&["run", "-d", "--name", "fs4", "busybox", "sleep", "300"]);
     let got = daemon.docker_ok(&["diff", "fs4"]);
-    assert_eq!(got.stdout, "", "a fresh container has no changes (the runtime's mount points are none)\n{got}");
+    assert_eq!(
+        got.stdout, "",
+        "a fresh container has no changes (the runtime's mount points are none)\n{got}"
+    );
     daemon.docker_ok(&[
         "exec",
         "fs4",
@@ -375,13 +419,25 @@ fn export_diff_commit_history_save() {
     daemon.docker_ok(&["export", "-o", export.to_str().unwrap(), "fs4"]);
     let listed = Command::new("tar").arg("-tf").arg(&export).output().expect("tar -t");
     assert!(listed.status.success());
-    let names: BTreeSet<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
-    for want in ["hello", "a/b/c", "bin/busybox", "bin/sh", "etc/passwd", "data/keep-link"] {
+    let names: BTreeSet<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for want in [
+        "hello",
+        "a/b/c",
+        "bin/busybox",
+        "bin/sh",
+        "etc/passwd",
+        "data/keep-link",
+    ] {
         assert!(names.contains(want), "{want} missing from the export: {names:?}");
     }
     assert!(!names.contains("data/keep.txt"), "a deleted file is exported");
     assert!(
-        !names.iter().any(|n| n.starts_with("proc/") && n != "proc/" || n.starts_with("sys/") && n != "sys/"),
+        !names
+            .iter()
+            .any(|n| n.starts_with("proc/") && n != "proc/" || n.starts_with("sys/") && n != "sys/"),
         "mounted filesystems are exported: {names:?}"
     );
 
@@ -402,30 +458,45 @@ fn export_diff_commit_history_save() {
     let id = got.stdout.trim().to_owned();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{got}");
     let got = daemon.docker_ok(&["exec", "fs4", "echo", "still running"]);
-    assert_eq!(got.stdout, "still running\n", "the container is thawed after the commit");
+    assert_eq!(
+        got.stdout, "still running\n",
+        "the container is thawed after the commit"
+    );
     let got = daemon.docker_ok(&["run", "--rm", "fs-test:v1"]);
     assert_eq!(got.stdout, "hi\n", "{got}");
     let got = daemon.docker_ok(&[
-        "run", "--rm", "fs-test:v1", "sh", "-c", "test -e /data/keep.txt && echo present; cat /a/b/c; echo $COMMITTED",
+        "run",
+        "--rm",
+        "fs-test:v1",
+        "sh",
+        "-c",
+        "test -e /data/keep.txt && echo present; cat /a/b/c; echo $COMMITTED",
     ]);
     assert_eq!(got.stdout, "x\nyes\n", "deleted stays deleted, added is there\n{got}");
-    let v: serde_json::Value = serde_json::from_str(&daemon.docker_ok(&["image", "inspect", "fs-test:v1"]).stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&daemon.docker_ok(&["image", "inspect", "fs-test:v1"]).stdout).unwrap();
     let img = &v[0];
     assert_eq!(img["Id"], id.as_str());
     assert_eq!(img["Author"], "Ann Admin <ann@example.org>");
     assert_eq!(img["Comment"], "hello added");
     assert_eq!(img["Config"]["Cmd"], serde_json::json!(["cat", "/hello"]));
-    let base: serde_json::Value = serde_json::from_str(&daemon.docker_ok(&["image", "inspect", "busybox"]).stdout).unwrap();
+    let base: serde_json::Value =
+        serde_json::from_str(&daemon.docker_ok(&["image", "inspect", "busybox"]).stdout).unwrap();
     let base_layers = base[0]["RootFS"]["Layers"].as_array().unwrap().len();
     assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), base_layers + 1);
     let got = daemon.docker_ok(&["history", "--no-trunc", "fs-test:v1"]);
     println!("$ docker history fs-test:v1\n{}", got.stdout);
     let top = got.stdout.lines().nth(1).unwrap_or_default();
-    assert!(top.starts_with(&id) && top.contains("sleep 300") && top.contains("hello added"), "{got}");
+    assert!(
+        top.starts_with(&id) && top.contains("sleep 300") && top.contains("hello added"),
+        "{got}"
+    );
     assert_eq!(got.stdout.lines().count(), base_layers + 2, "{got}");
 
     // Commit event.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
     let got = daemon.docker_ok(&[
         "events",
@@ -454,7 +525,13 @@ fn export_diff_commit_history_save() {
     daemon.docker_ok(&["create", "--name", "fs5", "busybox", "true"]);
     let got = daemon.docker_ok(&["commit", "--pause=false", "fs5", "fs-test:empty"]);
     assert!(got.stdout.trim().starts_with("sha256:"), "{got}");
-    let got = daemon.docker_ok(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", "fs-test:empty"]);
+    let got = daemon.docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        "fs-test:empty",
+    ]);
     assert_eq!(got.stdout.trim(), base_layers.to_string());
     let got = daemon.docker_ok(&["history", "fs-test:empty"]);
     assert!(got.stdout.lines().nth(1).unwrap_or_default().contains("0B"), "{got}");
@@ -463,9 +540,15 @@ fn export_diff_commit_history_save() {
     // left behind by any of them.
     let before = daemon.docker_ok(&["images", "-q", "-a"]).stdout;
     let got = daemon.docker(&["commit", "--change", "RUN rm -rf /", "fs4", "fs-test:bad"]);
-    assert!(!got.status.success() && got.stderr.contains("RUN is not supported"), "{got}");
+    assert!(
+        !got.status.success() && got.stderr.contains("RUN is not supported"),
+        "{got}"
+    );
     let got = daemon.docker(&["commit", "fs4", "Not/A:Valid:Name"]);
-    assert!(!got.status.success() && got.stderr.contains("invalid reference format"), "{got}");
+    assert!(
+        !got.status.success() && got.stderr.contains("invalid reference format"),
+        "{got}"
+    );
     let got = daemon.docker(&["commit", "nosuch", "fs-test:x"]);
     assert!(got.stderr.contains("No such container: nosuch"), "{got}");
     assert_eq!(daemon.docker_ok(&["images", "-q", "-a"]).stdout, before);
@@ -498,7 +581,10 @@ fn commit_a_big_layer_and_push_it() {
     let name = format!("{host}/fs/big:1");
     let t = Instant::now();
     daemon.docker_ok(&["commit", "big", &name]);
-    println!("docker commit of a container with a new 50 MiB file took {:?}", t.elapsed());
+    println!(
+        "docker commit of a container with a new 50 MiB file took {:?}",
+        t.elapsed()
+    );
     let got = daemon.docker_ok(&["run", "--rm", &name, "md5sum", "-c", "/big.md5"]);
     assert_eq!(got.stdout, "/big.bin: OK\n", "{got}");
 
@@ -509,7 +595,10 @@ fn commit_a_big_layer_and_push_it() {
     let got = daemon.docker_ok(&["pull", &name]);
     assert!(got.stdout.contains("Downloaded newer image"), "{got}");
     let got = daemon.docker_ok(&["run", "--rm", &name, "md5sum", "-c", "/big.md5"]);
-    assert_eq!(got.stdout, "/big.bin: OK\n", "the pulled-back image has the committed layer\n{got}");
+    assert_eq!(
+        got.stdout, "/big.bin: OK\n",
+        "the pulled-back image has the committed layer\n{got}"
+    );
     let md = fs::metadata(dir.path().join("registry")).unwrap();
     assert!(md.is_dir() && md.uid() == 0);
 }

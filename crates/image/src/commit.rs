@@ -153,7 +153,8 @@ impl ImageStore {
 
     /// Writes `diff`'s tar on a thread of its own into a pipe that [`unpack_layer`] reads.
     fn unpack_diff(&self, diff: &UpperDiff, tmp: &Path) -> Result<(berth_oci::Digest, u64), Error> {
-        let (reader, writer) = std::io::pipe().map_err(io("create a pipe for", tmp))?;
+        let (reader, writer) = nix::unistd::pipe().map_err(|e| io("create a pipe for", tmp)(e.into()))?;
+        let (reader, writer) = (fs::File::from(reader), fs::File::from(writer));
         std::thread::scope(|s| {
             let producer = s.spawn(move || -> std::io::Result<()> {
                 let out = diff.write_tar(BufWriter::with_capacity(1 << 20, writer))?;
