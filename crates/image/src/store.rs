@@ -19,8 +19,9 @@
 //!                          that layer chain; removed when its refcount in `snapshots` drops to
 //!                          zero; a directory with no row (crash between rename and commit) is
 //!                          removed by `open`
-//!     <chain id hex>.recipe  for an imported layer: how to rebuild its exact tar stream from
-//!                          the snapshot (see `recipe.rs`); no copy of the tarball is kept
+//!     <chain id hex>.recipe  for an imported or committed layer: how to rebuild its exact tar
+//!                          stream from the snapshot (see `recipe.rs`); no copy of the tarball
+//!                          is kept
 //! ```
 //!
 //! Order of every change: blobs and snapshot directories first (durable, not yet referenced),
