@@ -347,3 +347,37 @@ pub(super) async fn commit(
     }
     Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::test_state;
+    use axum::extract::Request;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_dockerds_words() {
+        let (state, _tx, _root) = test_state();
+        let table: &[(&str, &str, u16, &str)] = &[
+            ("GET", "/v1.45/containers/nosuch/archive?path=/x", 404, "No such container: nosuch"),
+            ("PUT", "/v1.45/containers/nosuch/archive?path=/", 404, "No such container: nosuch"),
+            ("GET", "/v1.45/containers/nosuch/archive", 400, "Path cannot be empty"),
+            ("GET", "/v1.45/containers/nosuch/export", 404, "No such container: nosuch"),
+            ("GET", "/v1.45/containers/nosuch/changes", 404, "No such container: nosuch"),
+            ("POST", "/v1.45/commit?container=nosuch&repo=x", 404, "No such container: nosuch"),
+        ];
+        for &(method, uri, status, message) in table {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::from(vec![0u8; 1024]))
+                .unwrap();
+            let resp = super::super::router(state.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::from_u16(status).unwrap(), "{method} {uri}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["message"].as_str().unwrap().contains(message), "{method} {uri}: {v}");
+        }
+    }
+}
