@@ -100,18 +100,7 @@ impl ImageStore {
             history,
             container: non_empty(&opts.container_id),
         };
-        let config_bytes = serde_json::to_vec(&config).expect("config serialises");
-        let (id, config_size) = self.put_blob(&config_bytes)?;
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": { "mediaType": media_types::OCI_CONFIG, "digest": id, "size": config_size },
-            "layers": layers
-                .iter()
-                .map(|l| serde_json::json!({ "mediaType": l.media_type, "digest": l.digest, "size": l.size }))
-                .collect::<Vec<_>>(),
-        });
-        let (manifest, _) = self.put_blob(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        let (id, manifest) = self.put_config_and_manifest(&config, &layers)?;
         let record = ImageRecord {
             id,
             manifest: Some(manifest),

@@ -335,15 +335,7 @@ impl ImageStore {
             diff_id,
             diff_size,
         };
-        let config_bytes = serde_json::to_vec(&config).expect("config serialises");
-        let (id, config_size) = self.put_blob(&config_bytes)?;
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": { "mediaType": media_types::OCI_CONFIG, "digest": id, "size": config_size },
-            "layers": [{ "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size }],
-        });
-        let (manifest, _) = self.put_blob(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        let (id, manifest) = self.put_config_and_manifest(&config, std::slice::from_ref(&layer))?;
         let record = ImageRecord {
             id,
             manifest: Some(manifest),
@@ -389,6 +381,29 @@ impl ImageStore {
             "layer unpacked and synced"
         );
         Ok((diff_id, diff_size))
+    }
+
+    /// Stores an image's config and the OCI manifest naming it and `layers`; returns the
+    /// config's digest (the image ID) and the manifest's.
+    pub(crate) fn put_config_and_manifest(
+        &self,
+        config: &ImageConfig,
+        layers: &[Layer],
+    ) -> Result<(Digest, Digest), Error> {
+        let config_bytes = serde_json::to_vec(config).expect("config serialises");
+        let (id, config_size) = self.put_blob(&config_bytes)?;
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| serde_json::json!({ "mediaType": l.media_type, "digest": l.digest, "size": l.size }))
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": { "mediaType": media_types::OCI_CONFIG, "digest": id, "size": config_size },
+            "layers": layers,
+        });
+        let (manifest, _) = self.put_blob(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        Ok((id, manifest))
     }
 
     pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64), Error> {

@@ -360,12 +360,37 @@ mod tests {
     async fn bad_requests_are_refused_with_dockerds_words() {
         let (state, _tx, _root) = test_state();
         let table: &[(&str, &str, u16, &str)] = &[
-            ("GET", "/v1.45/containers/nosuch/archive?path=/x", 404, "No such container: nosuch"),
-            ("PUT", "/v1.45/containers/nosuch/archive?path=/", 404, "No such container: nosuch"),
+            (
+                "GET",
+                "/v1.45/containers/nosuch/archive?path=/x",
+                404,
+                "No such container: nosuch",
+            ),
+            (
+                "PUT",
+                "/v1.45/containers/nosuch/archive?path=/",
+                404,
+                "No such container: nosuch",
+            ),
             ("GET", "/v1.45/containers/nosuch/archive", 400, "Path cannot be empty"),
-            ("GET", "/v1.45/containers/nosuch/export", 404, "No such container: nosuch"),
-            ("GET", "/v1.45/containers/nosuch/changes", 404, "No such container: nosuch"),
-            ("POST", "/v1.45/commit?container=nosuch&repo=x", 404, "No such container: nosuch"),
+            (
+                "GET",
+                "/v1.45/containers/nosuch/export",
+                404,
+                "No such container: nosuch",
+            ),
+            (
+                "GET",
+                "/v1.45/containers/nosuch/changes",
+                404,
+                "No such container: nosuch",
+            ),
+            (
+                "POST",
+                "/v1.45/commit?container=nosuch&repo=x",
+                404,
+                "No such container: nosuch",
+            ),
         ];
         for &(method, uri, status, message) in table {
             let req = Request::builder()
