@@ -112,6 +112,16 @@ pub enum Error {
     PruneRunning,
     #[error("{0}")]
     ImageInUse(String),
+    #[error("Could not find the file {path} in container {container}")]
+    ContainerFileNotFound { path: String, container: String },
+    #[error("{path} in container {container}: {source}")]
+    ContainerPath {
+        path: String,
+        container: String,
+        source: std::io::Error,
+    },
+    #[error("{reason}")]
+    CopyRefused { reason: &'static str },
     #[error("{0}")]
     Runtime(#[from] berth_runtime::Error),
     #[error("{0}")]
@@ -153,7 +163,9 @@ impl Error {
             Error::NoSuchContainer { .. }
             | Error::NoSuchImage { .. }
             | Error::NoSuchExec { .. }
-            | Error::NoSuchVolume { .. } => ErrorKind::NotFound,
+            | Error::NoSuchVolume { .. }
+            | Error::ContainerFileNotFound { .. } => ErrorKind::NotFound,
+            Error::ContainerPath { .. } | Error::CopyRefused { .. } => ErrorKind::InvalidArgument,
             Error::AlreadyPaused { .. }
             | Error::NotPaused { .. }
             | Error::ExecPaused { .. }

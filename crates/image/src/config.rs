@@ -24,6 +24,9 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
     #[serde(default)]
     pub history: Vec<History>,
+    /// The container a `docker commit` made the image from (docker's `container`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl ImageConfig {
@@ -55,9 +58,10 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    /// `VOLUME`: paths that get an anonymous volume in every container of the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +76,8 @@ pub struct History {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -79,8 +85,9 @@ pub struct History {
     pub empty_layer: bool,
 }
 
-/// Applies `docker import --change` instructions (Dockerfile syntax, one per string):
-/// `CMD`, `ENTRYPOINT`, `ENV`, `WORKDIR`, `LABEL`, `EXPOSE`, `USER`, `VOLUME`.
+/// Applies `docker import --change` and `docker commit --change` instructions (Dockerfile
+/// syntax, one per string): `CMD`, `ENTRYPOINT`, `ENV`, `WORKDIR`, `LABEL`, `EXPOSE`, `USER`,
+/// `VOLUME`, `STOPSIGNAL`.
 pub fn apply_changes(config: &mut ContainerConfig, changes: &[String]) -> Result<(), Error> {
     for change in changes {
         for line in change.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -116,14 +123,17 @@ fn apply_change(config: &mut ContainerConfig, line: &str) -> Result<(), Error> {
                 labels.insert(k, v);
             }
         }
+        "STOPSIGNAL" => match words(rest).map_err(bad)?.as_slice() {
+            [signal] => config.stop_signal = Some(signal.clone()),
+            _ => return Err(bad("needs one signal")),
+        },
         "VOLUME" => {
-            // `VOLUME ["/a", "/b"]` or `VOLUME /a /b`.
             let paths = match serde_json::from_str::<Vec<String>>(rest) {
                 Ok(v) if rest.starts_with('[') => v,
                 _ => words(rest).map_err(bad)?,
             };
-            if paths.is_empty() || paths.iter().any(|p| p.is_empty()) {
-                return Err(bad("needs at least one path"));
+            if paths.is_empty() || paths.iter().any(|p| p.trim().is_empty()) {
+                return Err(bad("needs at least one non-empty path"));
             }
             let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
             for p in paths {
@@ -154,7 +164,7 @@ fn apply_change(config: &mut ContainerConfig, line: &str) -> Result<(), Error> {
             return Err(Error::InvalidChange {
                 change: line.to_owned(),
                 reason: format!(
-                    "{other} is not supported by import; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME or WORKDIR"
+                    "{other} is not supported by import or commit; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR"
                 ),
             });
         }
@@ -268,6 +278,10 @@ mod tests {
         assert_eq!(labels["site"], "cern");
         assert_eq!(labels["a b"], "c d");
         assert_eq!(labels["empty"], "");
+        let c = apply(&[r#"VOLUME ["/data", "/logs"]"#, "VOLUME /a /b", "STOPSIGNAL SIGUSR1"]).unwrap();
+        let volumes: Vec<_> = c.volumes.unwrap().into_keys().collect();
+        assert_eq!(volumes, ["/a", "/b", "/data", "/logs"]);
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGUSR1"));
         let c = apply(&["EXPOSE 80 53/udp 8000-8010"]).unwrap();
         let ports: Vec<_> = c.exposed_ports.unwrap().into_keys().collect();
         assert_eq!(ports, ["53/udp", "80/tcp", "8000-8010/tcp"]);
@@ -283,6 +297,9 @@ mod tests {
             "WORKDIR",
             "CMD",
             "ENV A=\"unterminated",
+            "VOLUME",
+            "STOPSIGNAL",
+            "STOPSIGNAL A B",
         ] {
             assert!(apply(&[bad]).is_err(), "{bad:?} accepted");
         }
@@ -306,6 +323,7 @@ mod tests {
                 comment: Some("msg".into()),
                 ..History::default()
             }],
+            container: None,
         };
         let v = serde_json::to_value(&cfg).unwrap();
         assert_eq!(v["config"]["Cmd"], serde_json::json!(["sh"]));

@@ -11,6 +11,14 @@ pub enum Error {
     ThroughSymlink { entry: String, symlink: String },
     #[error("layer entry {entry:?} is a hardlink to {target:?}, which is not in the layer")]
     HardlinkTarget { entry: String, target: String },
+    #[error("{entry:?}: {reason}")]
+    Overwrite { entry: String, reason: &'static str },
+    #[error(
+        "{path:?} in the container's layer is a renamed directory or a metadata-only copy (overlay redirect_dir or metacopy); its layer cannot be read from the upper directory"
+    )]
+    OverlayRedirect { path: String },
+    #[error("the image {id} a commit builds on is gone (removed while the commit ran)")]
+    ParentGone { id: String },
     #[error("layer entry {entry:?} is a device node; only a root import that allows devices may create one")]
     DeviceNode { entry: String },
     #[error("reading the layer failed: {source}")]
@@ -116,6 +124,7 @@ impl Error {
             | Error::ThroughSymlink { .. }
             | Error::HardlinkTarget { .. }
             | Error::DeviceNode { .. }
+            | Error::Overwrite { .. }
             | Error::Read { .. }
             | Error::DigestMismatch { .. }
             | Error::InvalidReference { .. }
@@ -125,7 +134,10 @@ impl Error {
             | Error::EmptyImport
             | Error::InvalidArchive { .. }
             | Error::Blocked { .. } => ErrorKind::InvalidArgument,
-            Error::Io { .. } | Error::Db { .. } | Error::CorruptRecord { .. } => ErrorKind::Internal,
+            Error::Io { .. } | Error::Db { .. } | Error::CorruptRecord { .. } | Error::OverlayRedirect { .. } => {
+                ErrorKind::Internal
+            }
+            Error::ParentGone { .. } => ErrorKind::Conflict,
             // Not "unauthorized": dockerd answers a refused pull as not found ("pull access
             // denied"), and on a 401 the docker CLI would prompt for a login and retry.
             Error::Unauthorized { .. } | Error::ManifestNotFound { .. } | Error::NoPlatform { .. } => {

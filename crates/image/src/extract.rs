@@ -33,6 +33,8 @@ pub enum Whiteouts {
     Overlay,
     /// Delete what they name: the layer is applied onto a merged tree.
     Apply,
+    /// They are ordinary files: `docker cp` into a container unpacks what it is given.
+    Keep,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,12 @@ pub struct ExtractOptions {
     pub allow_devices: bool,
     /// Give entries the owner the layer names (needs root); otherwise they belong to the caller.
     pub same_owner: bool,
+    /// Give every entry this owner (uid, gid) instead (`docker cp -a` into a container with a
+    /// `User`).
+    pub owner: Option<(u32, u32)>,
+    /// Refuse an entry that would replace a directory with a non-directory or the reverse
+    /// (`noOverwriteDirNonDir`, which the docker CLI always sends with `docker cp`).
+    pub no_overwrite_dir_non_dir: bool,
 }
 
 impl Default for ExtractOptions {
@@ -50,6 +58,8 @@ impl Default for ExtractOptions {
             whiteouts: Whiteouts::Overlay,
             allow_devices: false,
             same_owner: Uid::effective().is_root(),
+            owner: None,
+            no_overwrite_dir_non_dir: false,
         }
     }
 }
@@ -139,6 +149,22 @@ fn clear(p: &Path, keep_dir: bool, rec: Option<&Rec<'_>>) -> Result<(), Error> {
             path: p.to_owned(),
             source: e,
         }),
+    }
+}
+
+/// moby's `NoOverwriteDirNonDir`: an entry may not turn a directory into something else, nor
+/// something else into a directory.
+fn check_overwrite(p: &Path, entry_is_dir: bool, entry: &str) -> Result<(), Error> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() && !entry_is_dir => Err(Error::Overwrite {
+            entry: entry.to_owned(),
+            reason: "cannot overwrite a directory with a non-directory",
+        }),
+        Ok(m) if !m.is_dir() && entry_is_dir => Err(Error::Overwrite {
+            entry: entry.to_owned(),
+            reason: "cannot overwrite a non-directory with a directory",
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -273,7 +299,9 @@ fn extract_inner<R: Read>(
         let kind = entry.header().entry_type();
         stats.entries += 1;
 
-        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX)
+            && opts.whiteouts != Whiteouts::Keep
+        {
             stats.whiteouts += 1;
             let dir = parent_dirs(root, &parts, &name)?;
             let dir = dir.parent().expect("has a parent").to_path_buf();
@@ -299,11 +327,15 @@ fn extract_inner<R: Read>(
                     mknod_at(&p, SFlag::S_IFCHR, 0, 0, 0)?;
                 }
                 (false, Whiteouts::Apply) => clear(&dir.join(hidden), false, rec)?,
+                (_, Whiteouts::Keep) => unreachable!("kept whiteouts are unpacked as files"),
             }
             continue;
         }
 
         let path = parent_dirs(root, &parts, &name)?;
+        if opts.no_overwrite_dir_non_dir {
+            check_overwrite(&path, kind == EntryType::Directory, &name)?;
+        }
         let header = entry.header().clone();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         match kind {
@@ -386,8 +418,10 @@ fn extract_inner<R: Read>(
             }
         }
 
-        if opts.same_owner {
-            let (uid, gid) = (header.uid().unwrap_or(0) as u32, header.gid().unwrap_or(0) as u32);
+        if opts.same_owner || opts.owner.is_some() {
+            let (uid, gid) = opts
+                .owner
+                .unwrap_or((header.uid().unwrap_or(0) as u32, header.gid().unwrap_or(0) as u32));
             nix::unistd::fchownat(
                 None,
                 &path,

@@ -19,8 +19,9 @@
 //!                          that layer chain; removed when its refcount in `snapshots` drops to
 //!                          zero; a directory with no row (crash between rename and commit) is
 //!                          removed by `open`
-//!     <chain id hex>.recipe  for an imported layer: how to rebuild its exact tar stream from
-//!                          the snapshot (see `recipe.rs`); no copy of the tarball is kept
+//!     <chain id hex>.recipe  for an imported or committed layer: how to rebuild its exact tar
+//!                          stream from the snapshot (see `recipe.rs`); no copy of the tarball
+//!                          is kept
 //! ```
 //!
 //! Order of every change: blobs and snapshot directories first (durable, not yet referenced),
@@ -219,7 +220,7 @@ impl ImageStore {
     }
 
     /// The recipe that rebuilds the top layer of a snapshot, when it was imported.
-    fn recipe_path(&self, chain_id: &Digest) -> PathBuf {
+    pub(crate) fn recipe_path(&self, chain_id: &Digest) -> PathBuf {
         self.snapshots.join(format!("{}.recipe", chain_id.hex()))
     }
 
@@ -279,42 +280,18 @@ impl ImageStore {
     ) -> Result<Image, Error> {
         // No copy of the tarball is kept: the snapshot and a recipe of the stream's other
         // bytes rebuild it exactly when a push or save needs it (see `recipe`).
-        let started = std::time::Instant::now();
-        let (diff_id, diff_size, recipe) = {
-            let (head, src) = sniff(src, 2).map_err(|source| Error::Read { source })?;
-            if head.is_empty() {
-                return Err(Error::EmptyImport);
-            }
-            // The decoder reads the arriving chunks in place.
-            let tar: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::bufread::MultiGzDecoder::new(src))
-            } else {
-                Box::new(src)
-            };
-            let mut tar = HashingAhead::new(tar).map_err(|source| Error::Read { source })?;
-            let extract_opts = ExtractOptions {
-                whiteouts: Whiteouts::Overlay,
-                allow_devices: opts.allow_devices,
-                ..ExtractOptions::default()
-            };
-            // Reads to the end: tar padding, the gzip trailer and its CRC check count too.
-            let (_, recipe) = extract_recorded(&mut tar, tmp, &extract_opts)?;
-            let (diff_id, diff_size) = tar.finish();
-            (diff_id, diff_size, recipe)
+        let (head, src) = sniff(src, 2).map_err(|source| Error::Read { source })?;
+        if head.is_empty() {
+            return Err(Error::EmptyImport);
+        }
+        // The decoder reads the arriving chunks in place.
+        let tar: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::bufread::MultiGzDecoder::new(src))
+        } else {
+            Box::new(src)
         };
+        let (diff_id, diff_size) = self.unpack_layer(tar, tmp, opts.allow_devices)?;
         let recipe_tmp = tmp.with_extension("recipe");
-        recipe.save(&recipe_tmp)?;
-        // The snapshot's files reach the disk before the metadata names them.
-        let dir = fs::File::open(tmp).map_err(io("open", tmp))?;
-        let unpacked = started.elapsed();
-        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io("sync filesystem of", tmp)(e.into()))?;
-        drop(dir);
-        tracing::debug!(
-            bytes = diff_size,
-            unpack_ms = unpacked.as_millis() as u64,
-            sync_ms = (started.elapsed() - unpacked).as_millis() as u64,
-            "import unpacked and synced"
-        );
         // From here to the record, hold the lock: a removal running meanwhile could otherwise
         // delete the snapshot this image is about to share.
         let guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -349,6 +326,7 @@ impl ImageStore {
                 comment: Some(comment),
                 ..History::default()
             }],
+            container: None,
         };
         let layer = Layer {
             digest: diff_id.clone(),
@@ -357,15 +335,7 @@ impl ImageStore {
             diff_id,
             diff_size,
         };
-        let config_bytes = serde_json::to_vec(&config).expect("config serialises");
-        let (id, config_size) = self.put_blob(&config_bytes)?;
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": { "mediaType": media_types::OCI_CONFIG, "digest": id, "size": config_size },
-            "layers": [{ "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size }],
-        });
-        let (manifest, _) = self.put_blob(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        let (id, manifest) = self.put_config_and_manifest(&config, std::slice::from_ref(&layer))?;
         let record = ImageRecord {
             id,
             manifest: Some(manifest),
@@ -377,6 +347,63 @@ impl ImageStore {
         let image = self.add_locked(record, &[tmp], tag)?;
         drop(guard);
         Ok(image)
+    }
+
+    /// Unpacks the uncompressed layer `tar` into the snapshot directory `tmp` (overlay
+    /// whiteouts), records its recipe next to it (`tmp.recipe`) and syncs both to the disk.
+    /// Returns the diff ID and size of the stream.
+    pub(crate) fn unpack_layer<R: Read>(
+        &self,
+        tar: R,
+        tmp: &Path,
+        allow_devices: bool,
+    ) -> Result<(Digest, u64), Error> {
+        let started = std::time::Instant::now();
+        let mut tar = HashingAhead::new(tar).map_err(|source| Error::Read { source })?;
+        let extract_opts = ExtractOptions {
+            whiteouts: Whiteouts::Overlay,
+            allow_devices,
+            ..ExtractOptions::default()
+        };
+        // Reads to the end: tar padding, the gzip trailer and its CRC check count too.
+        let (_, recipe) = extract_recorded(&mut tar, tmp, &extract_opts)?;
+        let (diff_id, diff_size) = tar.finish();
+        recipe.save(&tmp.with_extension("recipe"))?;
+        // The snapshot's files reach the disk before the metadata names them.
+        let dir = fs::File::open(tmp).map_err(io("open", tmp))?;
+        let unpacked = started.elapsed();
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io("sync filesystem of", tmp)(e.into()))?;
+        drop(dir);
+        tracing::debug!(
+            bytes = diff_size,
+            unpack_ms = unpacked.as_millis() as u64,
+            sync_ms = (started.elapsed() - unpacked).as_millis() as u64,
+            "layer unpacked and synced"
+        );
+        Ok((diff_id, diff_size))
+    }
+
+    /// Stores an image's config and the OCI manifest naming it and `layers`; returns the
+    /// config's digest (the image ID) and the manifest's.
+    pub(crate) fn put_config_and_manifest(
+        &self,
+        config: &ImageConfig,
+        layers: &[Layer],
+    ) -> Result<(Digest, Digest), Error> {
+        let config_bytes = serde_json::to_vec(config).expect("config serialises");
+        let (id, config_size) = self.put_blob(&config_bytes)?;
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| serde_json::json!({ "mediaType": l.media_type, "digest": l.digest, "size": l.size }))
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": { "mediaType": media_types::OCI_CONFIG, "digest": id, "size": config_size },
+            "layers": layers,
+        });
+        let (manifest, _) = self.put_blob(&serde_json::to_vec(&manifest).expect("manifest serialises"))?;
+        Ok((id, manifest))
     }
 
     pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<(Digest, u64), Error> {

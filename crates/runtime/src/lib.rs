@@ -3,7 +3,9 @@
 //! ([`mount_overlay`]), and its life is supervised by one `berth shim` process
 //! ([`shim_main`], started by [`spawn_shim`]) around youki's libcontainer. The shim writes
 //! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`]. A running
-//! container's [`Cgroup`] is frozen, read and re-limited by the daemon.
+//! container's [`Cgroup`] is frozen, read and re-limited by the daemon. [`run_in_rootfs`]
+//! runs work inside a private view of a container's root filesystem (`docker cp`, `docker
+//! export`); [`freeze`] pauses a container's processes (`docker commit`).
 
 mod cgroup;
 mod cgroup_prime;
@@ -14,6 +16,7 @@ mod log;
 mod rootfs;
 mod shim;
 mod spec;
+mod view;
 
 pub use cgroup::{
     BlkioEntry, BlkioUsage, Cgroup, CgroupStats, CpuUsage, MemoryUsage, machine_memory, system_cpu_usage,
@@ -26,6 +29,7 @@ pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits
 pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
 pub use spec::{
-    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, Resources, check_capabilities,
-    host_capabilities, write_bundle,
+    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, RUNTIME_MOUNT_POINTS, Resources,
+    check_capabilities, host_capabilities, write_bundle,
 };
+pub use view::{OverlaySpec, ViewSpec, freeze, run_in_rootfs};

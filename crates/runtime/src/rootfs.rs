@@ -26,12 +26,21 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             });
         }
     }
-    let data = format!(
+    let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
         upper.display(),
         work.display()
     );
+    // `docker commit` and `docker diff` read the upper directory as the container's layer.
+    // A renamed directory (redirect_dir) or a metadata-only copy-up (metacopy) keeps its
+    // contents in a lower one, so a host whose overlay defaults turn them on gets them off.
+    for feature in ["redirect_dir", "metacopy"] {
+        let param = Path::new("/sys/module/overlay/parameters").join(feature);
+        if std::fs::read_to_string(param).is_ok_and(|v| v.trim() == "Y") {
+            data.push_str(&format!(",{feature}=off"));
+        }
+    }
     nix::mount::mount(
         Some("overlay"),
         target,
@@ -154,7 +163,7 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|mp| unescape_mountinfo(mp) == want)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -307,6 +307,18 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     }))
 }
 
+/// Where the runtime mounts its own filesystems and `/etc` files in every container (what
+/// dockerd keeps in a container's init layer). A container's overlay upper directory gets
+/// these mount points, which are no change the container made (`docker diff`, `commit`).
+pub const RUNTIME_MOUNT_POINTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/sys",
+    "/etc/resolv.conf",
+    "/etc/hostname",
+    "/etc/hosts",
+];
+
 /// Docker's default mounts, then the per-container `/etc` files, then the user's mounts.
 fn mounts(spec: &ContainerSpec) -> Vec<Value> {
     let sys_ro = if spec.privileged { "rw" } else { "ro" };

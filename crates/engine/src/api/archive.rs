@@ -87,8 +87,8 @@ async fn save_names(state: Arc<State>, names: Vec<String>) -> Result<Response, E
 }
 
 /// A blocking writer into the response body's channel.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+pub(super) struct ChannelWriter {
+    pub(super) tx: mpsc::Sender<io::Result<Bytes>>,
 }
 
 impl Write for ChannelWriter {

@@ -3,6 +3,7 @@
 
 mod archive;
 mod auth;
+mod container_fs;
 mod containers;
 mod exec;
 mod images;
@@ -106,6 +107,15 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route(
+            "/containers/{id}/archive",
+            get(container_fs::archive)
+                .head(container_fs::stat)
+                .put(container_fs::extract),
+        )
+        .route("/containers/{id}/export", get(container_fs::export))
+        .route("/containers/{id}/changes", get(container_fs::changes))
+        .route("/commit", post(container_fs::commit))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))

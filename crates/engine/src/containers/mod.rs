@@ -23,6 +23,7 @@
 
 mod mounts;
 mod resources;
+pub(crate) mod filesystem;
 pub(crate) mod settings;
 mod update;
 

@@ -16,7 +16,7 @@ impl Containers {
     }
 
     /// The image's snapshots, top layer first: the overlay's lower directories.
-    pub(super) fn lowers(&self, image: &berth_image::Image) -> Vec<PathBuf> {
+    pub(crate) fn lowers(&self, image: &berth_image::Image) -> Vec<PathBuf> {
         image
             .record
             .chain_ids()

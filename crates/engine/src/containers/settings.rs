@@ -984,6 +984,7 @@ mod tests {
                     diff_ids: vec![],
                 },
                 history: vec![],
+                container: None,
             },
             layers: vec![],
             size: 0,
