@@ -58,6 +58,13 @@ pub struct ShimConfig {
     /// With a terminal: a FIFO of `ROWS COLS` lines that resize it.
     #[serde(default)]
     pub resize_fifo: Option<PathBuf>,
+    /// The container's cgroup (`linux.cgroupsPath`), for the settings the shim makes itself.
+    #[serde(default)]
+    pub cgroups_path: String,
+    /// `--oom-kill-disable` (cgroup v1): set by the shim after create, as libcontainer 0.7.0
+    /// always writes `memory.oom_control` = 0.
+    #[serde(default)]
+    pub oom_kill_disable: bool,
 }
 
 /// The one line a shim writes to the daemon once the container runs, or failed to.
@@ -231,6 +238,9 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
         };
         builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w)
     };
+    // libcontainer gives its own process the container's `oomScoreAdj` for the child to
+    // inherit; the shim takes its own back afterwards.
+    let own_oom_score = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
     let built = builder
         .as_init(&config.bundle)
         .with_systemd(false)
@@ -240,7 +250,20 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     if let Some((_, path)) = &console {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(own) = own_oom_score {
+        if std::fs::read_to_string("/proc/self/oom_score_adj").ok().as_ref() != Some(&own) {
+            if let Err(e) = std::fs::write("/proc/self/oom_score_adj", own.trim()) {
+                tracing::warn!(error = %e, "failed to restore the shim's oom_score_adj");
+            }
+        }
+    }
     let mut container = built?;
+    if config.oom_kill_disable {
+        disable_oom_killer(&config.cgroups_path).map_err(|e| {
+            let _ = container.delete(true);
+            format!("failed to disable the OOM killer (--oom-kill-disable): {e}")
+        })?;
+    }
     let master = match console {
         Some((listener, _)) => {
             let master = receive_master(&listener).map_err(|e| {
@@ -262,6 +285,16 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     }
     container.start().map_err(|e| chain(&e))?;
     Ok(Started { pid, outputs, master })
+}
+
+/// Writes 1 to the v1 memory cgroup's `memory.oom_control`.
+fn disable_oom_killer(cgroups_path: &str) -> Result<(), String> {
+    use libcgroups::v1::ControllerType;
+    let mount = libcgroups::v1::util::get_subsystem_mount_point(&ControllerType::Memory).map_err(|e| e.to_string())?;
+    let file = mount
+        .join(cgroups_path.trim_start_matches('/'))
+        .join("memory.oom_control");
+    std::fs::write(&file, "1").map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Opens a FIFO for reading without waiting for a writer; `nonblocking` keeps it so.
@@ -598,9 +631,13 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
+        // libcontainer's container process logs to its stderr, which by then is the
+        // container's: its seccomp warnings (a syscall this libseccomp does not know, a rule
+        // equal to the default action) are expected with Docker's profile and stay out.
         .env(
             "RUST_LOG",
-            std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error".to_owned()),
+            std::env::var("BERTH_SHIM_LOG")
+                .unwrap_or_else(|_| "warn,libcgroups=error,libcontainer::seccomp=error".to_owned()),
         )
         .spawn()
         .map_err(io("start shim", exe))?;
