@@ -115,7 +115,10 @@ fn seccomp_and_security_opts() {
     assert_eq!(status_field(&out, "Seccomp"), "2", "{out}");
     assert_eq!(status_field(&out, "NoNewPrivs"), "0", "{out}");
     assert!(out.contains("piped\n"), "{out}");
-    assert!(out.contains("Operation not permitted") && out.contains("unshare=1"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && out.contains("unshare=1"),
+        "{out}"
+    );
     // No seccomp warning of the runtime leaks into the container's output.
     let out = run_in(&daemon, &[], "true");
     assert!(out.status.success() && out.stderr.is_empty(), "{out}");
@@ -159,10 +162,23 @@ fn seccomp_and_security_opts() {
     assert!(out.contains("touched"), "{out}");
     // docker exec runs under the container's filter too.
     daemon.docker_ok(&[
-        "run", "-d", "--name", "filtered", "--network", "none", "--security-opt", &opt, "busybox", "sleep", "30",
+        "run",
+        "-d",
+        "--name",
+        "filtered",
+        "--network",
+        "none",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "sleep",
+        "30",
     ]);
     let out = daemon.docker(&["exec", "filtered", "mkdir", "/tmp/e"]);
-    assert!(!out.status.success() && out.stderr.contains("Permission denied"), "{out}");
+    assert!(
+        !out.status.success() && out.stderr.contains("Permission denied"),
+        "{out}"
+    );
     let security_opt = inspect(&daemon, "filtered")["HostConfig"]["SecurityOpt"].clone();
     assert!(
         security_opt[0].as_str().is_some_and(|s| s.starts_with("seccomp={")),
@@ -173,13 +189,25 @@ fn seccomp_and_security_opts() {
     // A broken profile is refused at create.
     let bad = dir.path().join("bad.json");
     fs::write(&bad, r#"{"defaultAction": "SCMP_ACT_SOMETIMES", "syscalls": []}"#).expect("write profile");
-    let err = run_err(&daemon, &["--security-opt", &format!("seccomp={}", bad.display())], "true");
+    let err = run_err(
+        &daemon,
+        &["--security-opt", &format!("seccomp={}", bad.display())],
+        "true",
+    );
     assert!(err.contains("Decoding seccomp profile failed"), "{err}");
 
     // no-new-privileges, with and without a value.
-    let out = run_ok(&daemon, &["--security-opt", "no-new-privileges"], "cat /proc/self/status");
+    let out = run_ok(
+        &daemon,
+        &["--security-opt", "no-new-privileges"],
+        "cat /proc/self/status",
+    );
     assert_eq!(status_field(&out, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&out, "Seccomp"), "2", "the filter still loads after the flag");
+    assert_eq!(
+        status_field(&out, "Seccomp"),
+        "2",
+        "the filter still loads after the flag"
+    );
     let out = run_ok(
         &daemon,
         &["--security-opt", "no-new-privileges=false"],
@@ -190,7 +218,12 @@ fn seccomp_and_security_opts() {
     // AppArmor and SELinux: what can be honoured is accepted, the rest named.
     run_ok(
         &daemon,
-        &["--security-opt", "apparmor=unconfined", "--security-opt", "label=disable"],
+        &[
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "label=disable",
+        ],
         "true",
     );
     let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.starts_with('Y'));
@@ -237,7 +270,11 @@ fn init_reaps_zombies_and_daemon_defaults() {
     let out = run_ok(&daemon, &[], "cat /proc/1/cmdline | tr '\\0' ' '");
     assert!(out.starts_with("sh -c "), "{out}");
     // With the host's PID namespace there is no init of the container's (as with dockerd).
-    let out = run_ok(&daemon, &["--init", "--pid", "host"], "cat /proc/1/cmdline | tr '\\0' ' '");
+    let out = run_ok(
+        &daemon,
+        &["--init", "--pid", "host"],
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+    );
     let host_init = fs::read("/proc/1/cmdline").expect("host's PID 1");
     assert!(
         out.starts_with(&String::from_utf8_lossy(&host_init).replace('\0', " ")),
@@ -263,7 +300,10 @@ fn init_reaps_zombies_and_daemon_defaults() {
     println!("with --init: {states:?}");
     assert_eq!(states.iter().filter(|(c, _)| c == "sleep").count(), 1, "{states:?}");
     assert!(!states.iter().any(|(_, s)| s == "Z"), "docker-init reaps: {states:?}");
-    assert_eq!(states.iter().find(|(c, _)| c == "docker-init").map(|(_, s)| s.as_str()), Some("S"));
+    assert_eq!(
+        states.iter().find(|(c, _)| c == "docker-init").map(|(_, s)| s.as_str()),
+        Some("S")
+    );
     assert_eq!(inspect(&daemon, "withinit")["HostConfig"]["Init"], true);
     assert!(inspect(&daemon, "noinit")["HostConfig"]["Init"].is_null());
     // docker stop reaches the command through docker-init.
@@ -281,7 +321,10 @@ fn init_reaps_zombies_and_daemon_defaults() {
     // --init-path naming nothing: --init fails at create, naming the path and the flag.
     let (_c3, no_init) = daemon_named(dir.path(), "noinitd", &["--init-path", "/nonexistent/docker-init"]);
     let err = run_err(&no_init, &["--init"], "true");
-    assert!(err.contains("/nonexistent/docker-init") && err.contains("--init-path"), "{err}");
+    assert!(
+        err.contains("/nonexistent/docker-init") && err.contains("--init-path"),
+        "{err}"
+    );
     assert_no_containers(&no_init);
     run_ok(&no_init, &[], "true");
 }
@@ -312,7 +355,10 @@ impl LoopDevice {
     fn numbers(&self) -> (u64, u64) {
         use std::os::unix::fs::MetadataExt;
         let rdev = fs::metadata(&self.device).expect("stat the loop device").rdev();
-        (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff), (rdev & 0xff) | ((rdev >> 12) & !0xff))
+        (
+            ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
+            (rdev & 0xff) | ((rdev >> 12) & !0xff),
+        )
     }
 }
 
@@ -372,11 +418,16 @@ fn devices_and_device_cgroup_rules() {
     // What is not a device is refused at create, and nothing is left.
     let err = run_err(&daemon, &["--device", "/proc/version"], "true");
     assert!(
-        err.contains("error gathering device information while adding custom device \"/proc/version\": not a device node"),
+        err.contains(
+            "error gathering device information while adding custom device \"/proc/version\": not a device node"
+        ),
         "{err}"
     );
     let err = run_err(&daemon, &["--device", "/dev/no-such-device"], "true");
-    assert!(err.contains("\"/dev/no-such-device\"") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("\"/dev/no-such-device\"") && err.contains("No such file"),
+        "{err}"
+    );
     assert_no_containers(&daemon);
 }
 
@@ -431,7 +482,10 @@ fn namespaces_shared_with_the_host() {
     );
     let mut lines = out.lines();
     assert_ne!(lines.next(), Some(host_ns("cgroup").as_str()), "{out}");
-    assert!(lines.next().is_some_and(|l| l.ends_with(":/")), "its own cgroup is its root: {out}");
+    assert!(
+        lines.next().is_some_and(|l| l.ends_with(":/")),
+        "its own cgroup is its root: {out}"
+    );
     let out = run_ok(
         &daemon,
         &["--cgroupns", "host"],
@@ -439,7 +493,10 @@ fn namespaces_shared_with_the_host() {
     );
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(host_ns("cgroup").as_str()), "{out}");
-    assert!(lines.next().is_some_and(|l| l.contains("/berth/")), "the host's view: {out}");
+    assert!(
+        lines.next().is_some_and(|l| l.contains("/berth/")),
+        "the host's view: {out}"
+    );
     assert_no_containers(&daemon);
 }
 
@@ -448,7 +505,9 @@ struct CgroupParentCleanup(&'static str);
 
 impl Drop for CgroupParentCleanup {
     fn drop(&mut self) {
-        let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else { return };
+        let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
         for c in controllers.flatten() {
             let top = c.path().join(self.0.split('/').next().unwrap_or(self.0));
             let mut dirs = Vec::new();
@@ -483,20 +542,36 @@ fn limits_sysctls_groups_and_cgroups() {
     );
     assert_eq!(out, "1024\n2048\n77\n");
     let err = run_err(&daemon, &["--ulimit", "nofile=4096:1024"], "true");
-    assert!(err.contains("soft limit must be less than or equal to hard limit"), "{err}");
+    assert!(
+        err.contains("soft limit must be less than or equal to hard limit"),
+        "{err}"
+    );
 
     // --sysctl: namespaced ones, in the container's own namespaces only.
     let out = run_ok(
         &daemon,
-        &["--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shmmax=123456789"],
+        &[
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl",
+            "kernel.shmmax=123456789",
+        ],
         "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax",
     );
     assert_eq!(out, "1\n123456789\n");
     let err = daemon.docker(&[
-        "run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "true",
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "busybox",
+        "true",
     ]);
     assert!(
-        err.stderr.contains("sysctl \"net.ipv4.ip_forward\" is not allowed in the hosts network namespace"),
+        err.stderr
+            .contains("sysctl \"net.ipv4.ip_forward\" is not allowed in the hosts network namespace"),
         "{err}"
     );
     let err = run_err(&daemon, &["--ipc", "host", "--sysctl", "kernel.shmmax=1"], "true");
@@ -515,7 +590,16 @@ fn limits_sysctls_groups_and_cgroups() {
     let out = run_ok(&daemon, &["--group-add", "nogroup", "--group-add", "4242"], "id -G");
     let groups: Vec<&str> = out.split_whitespace().collect();
     assert!(groups.contains(&"65534") && groups.contains(&"4242"), "{out}");
-    let out = daemon.docker(&["run", "--rm", "--network", "none", "--group-add", "nosuchgroup", "busybox", "true"]);
+    let out = daemon.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--group-add",
+        "nosuchgroup",
+        "busybox",
+        "true",
+    ]);
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr.contains("unable to find group nosuchgroup"), "{out}");
 
@@ -523,7 +607,17 @@ fn limits_sysctls_groups_and_cgroups() {
     let out = run_ok(&daemon, &["--oom-score-adj", "500"], "cat /proc/self/oom_score_adj");
     assert_eq!(out, "500\n");
     daemon.docker_ok(&[
-        "run", "-d", "--name", "scored", "--network", "none", "--oom-score-adj", "300", "busybox", "sleep", "30",
+        "run",
+        "-d",
+        "--name",
+        "scored",
+        "--network",
+        "none",
+        "--oom-score-adj",
+        "300",
+        "busybox",
+        "sleep",
+        "30",
     ]);
     let id = inspect(&daemon, "scored")["Id"].as_str().expect("id").to_owned();
     let shim = shim_pid(&daemon.paths.data_root, &id).expect("the shim runs");
@@ -537,7 +631,17 @@ fn limits_sysctls_groups_and_cgroups() {
     let parent = "berth-test-parent/jobs";
     let _parent_cleanup = CgroupParentCleanup("berth-test-parent");
     daemon.docker_ok(&[
-        "run", "-d", "--name", "parented", "--network", "none", "--cgroup-parent", parent, "busybox", "sleep", "30",
+        "run",
+        "-d",
+        "--name",
+        "parented",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        parent,
+        "busybox",
+        "sleep",
+        "30",
     ]);
     let id = inspect(&daemon, "parented")["Id"].as_str().expect("id").to_owned();
     let pids_dir = if cgroup_v2() {
@@ -558,14 +662,44 @@ fn limits_sysctls_groups_and_cgroups() {
 
     // --oom-kill-disable: cgroup v1's memory.oom_control; v2 has none, dockerd warns.
     if cgroup_v2() {
-        let out = daemon.docker(&["run", "--rm", "--network", "none", "--oom-kill-disable", "busybox", "true"]);
+        let out = daemon.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--oom-kill-disable",
+            "busybox",
+            "true",
+        ]);
         assert!(out.stderr.contains("OomKillDisable discarded"), "{out}");
     } else {
         daemon.docker_ok(&[
-            "run", "-d", "--name", "nooom", "--network", "none", "-m", "64m", "--oom-kill-disable", "busybox", "sleep",
+            "run",
+            "-d",
+            "--name",
+            "nooom",
+            "--network",
+            "none",
+            "-m",
+            "64m",
+            "--oom-kill-disable",
+            "busybox",
+            "sleep",
             "30",
         ]);
-        daemon.docker_ok(&["run", "-d", "--name", "oomable", "--network", "none", "-m", "64m", "busybox", "sleep", "30"]);
+        daemon.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "oomable",
+            "--network",
+            "none",
+            "-m",
+            "64m",
+            "busybox",
+            "sleep",
+            "30",
+        ]);
         for (name, want) in [("nooom", "oom_kill_disable 1"), ("oomable", "oom_kill_disable 0")] {
             let id = inspect(&daemon, name)["Id"].as_str().expect("id").to_owned();
             let control = fs::read_to_string(format!("/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"))
@@ -573,9 +707,20 @@ fn limits_sysctls_groups_and_cgroups() {
             assert!(control.starts_with(want), "{name}: {control}");
         }
         assert_eq!(inspect(&daemon, "nooom")["HostConfig"]["OomKillDisable"], true);
-        let out = daemon.docker(&["run", "--rm", "--network", "none", "--oom-kill-disable", "busybox", "true"]);
+        let out = daemon.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--oom-kill-disable",
+            "busybox",
+            "true",
+        ]);
         assert!(out.status.success(), "{out}");
-        assert!(out.stderr.contains("no memory limit is set"), "a warning without -m: {out}");
+        assert!(
+            out.stderr.contains("no memory limit is set"),
+            "a warning without -m: {out}"
+        );
         daemon.docker_ok(&["rm", "-f", "nooom", "oomable"]);
     }
     assert_no_containers(&daemon);
@@ -583,7 +728,12 @@ fn limits_sysctls_groups_and_cgroups() {
 
 /// The pid of the shim of container `id` under `data_root`.
 fn shim_pid(data_root: &Path, id: &str) -> Option<u32> {
-    let marker = data_root.join("containers").join(id).join("shim.json").display().to_string();
+    let marker = data_root
+        .join("containers")
+        .join(id)
+        .join("shim.json")
+        .display()
+        .to_string();
     fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
         let cmdline = fs::read(p.path().join("cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");

@@ -59,9 +59,7 @@ impl Error {
             | Error::Seccomp { .. }
             | Error::Device { .. }
             | Error::DeviceCgroupRule { .. }
-            | Error::Sysctl { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            | Error::Sysctl { .. } => ErrorKind::InvalidArgument,
             Error::Io { .. } | Error::Mount { .. } | Error::Shim { .. } | Error::Record { .. } => ErrorKind::Internal,
         }
     }

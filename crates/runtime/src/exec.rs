@@ -56,10 +56,7 @@ impl libcontainer::workload::Executor for SeccompExecutor {
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
-    fn validate(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
         libcontainer::workload::default::get_executor().validate(spec)
     }
 }

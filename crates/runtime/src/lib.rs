@@ -16,8 +16,8 @@ pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
 pub use rootfs::{EtcContent, is_mounted, mount_overlay, unmount, write_etc_files};
-pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
 pub use seccomp::check_seccomp_profile;
+pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic};
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, DEFAULT_SHM_SIZE, DeviceMapping, EtcFiles, HostOptions,
     INIT_PATH_IN_CONTAINER, IpcMode, MountSpec, NetworkMode, Resources, Seccomp, Ulimit, check_capabilities,

@@ -298,7 +298,13 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|s| s["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()))
+            .flat_map(|s| {
+                s["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_owned())
+            })
             .collect()
     }
 

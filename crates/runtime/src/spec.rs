@@ -696,7 +696,9 @@ fn devices_from_path(host: &Path, in_container: &str) -> Result<Vec<DeviceNode>,
                     stack.push(path);
                     continue;
                 }
-                let Ok(rel) = path.strip_prefix(&resolved) else { continue };
+                let Ok(rel) = path.strip_prefix(&resolved) else {
+                    continue;
+                };
                 let target = Path::new(in_container).join(rel);
                 if let Ok(Some(node)) = device_node(&path, &target.to_string_lossy()) {
                     out.push(node);
@@ -1198,7 +1200,12 @@ mod tests {
         };
         assert_eq!(kinds(&v), ["mount", "pid", "ipc", "uts", "cgroup", "network"]);
         assert_eq!(v["hostname"], "abc");
-        let shm = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap();
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
         assert!(shm["options"].as_array().unwrap().contains(&json!("size=67108864")));
 
         let mut s = spec();
@@ -1235,13 +1242,19 @@ mod tests {
         assert!(v.get("hostname").is_none(), "the host's UTS namespace keeps its name");
         assert_eq!(v["process"]["args"], json!(["/sbin/docker-init", "--", "sh"]));
         let mounts = v["mounts"].as_array().unwrap();
-        let init = mounts.iter().find(|m| m["destination"] == INIT_PATH_IN_CONTAINER).unwrap();
+        let init = mounts
+            .iter()
+            .find(|m| m["destination"] == INIT_PATH_IN_CONTAINER)
+            .unwrap();
         assert_eq!(init["source"], "/usr/bin/tini-static");
         assert_eq!(init["options"], json!(["bind", "ro"]));
         let shm = mounts.iter().find(|m| m["destination"] == "/dev/shm").unwrap();
         assert_eq!(shm["source"], "/dev/shm", "--ipc host shares the host's /dev/shm");
         let dev = &v["linux"]["devices"][0];
-        assert_eq!((dev["path"].as_str(), dev["type"].as_str()), (Some("/dev/mynull"), Some("c")));
+        assert_eq!(
+            (dev["path"].as_str(), dev["type"].as_str()),
+            (Some("/dev/mynull"), Some("c"))
+        );
         assert_eq!((dev["major"].as_u64(), dev["minor"].as_u64()), (Some(1), Some(3)));
         let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
         assert!(rules.contains(&json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})));
@@ -1267,8 +1280,13 @@ mod tests {
         let mut p = spec();
         p.privileged = true;
         assert!(spec_json(&p, r.path()).unwrap()["linux"].get("seccomp").is_none());
-        p.host.seccomp = Seccomp::Profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#.into());
-        assert_eq!(spec_json(&p, r.path()).unwrap()["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        p.host.seccomp = Seccomp::Profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#.into(),
+        );
+        assert_eq!(
+            spec_json(&p, r.path()).unwrap()["linux"]["seccomp"]["defaultAction"],
+            "SCMP_ACT_ALLOW"
+        );
     }
 
     #[test]

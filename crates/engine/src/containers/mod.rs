@@ -1416,7 +1416,10 @@ mod tests {
         assert!(found == tini || found.starts_with("/usr"), "{}", found.display());
         assert_eq!(find_init(Some(&tini), "").unwrap(), tini);
         let err = find_init(Some(&d.path().join("nope")), &path).unwrap_err().to_string();
-        assert!(err.contains("nope (given with --init-path)") && err.contains("--init-path"), "{err}");
+        assert!(
+            err.contains("nope (given with --init-path)") && err.contains("--init-path"),
+            "{err}"
+        );
         if !INIT_DIRS.iter().any(|dir| Path::new(dir).join("docker-init").exists()) {
             let err = find_init(None, "/nonexistent").unwrap_err().to_string();
             assert!(err.contains("/usr/libexec/docker/docker-init"), "{err}");

@@ -1064,7 +1064,10 @@ mod tests {
                 json!({"HostConfig": {"DeviceCgroupRules": ["c 1:3"]}}),
                 "invalid device cgroup format 'c 1:3'",
             ),
-            (json!({"HostConfig": {"SecurityOpt": ["label"]}}), "invalid --security-opt 1: \"label\""),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["label"]}}),
+                "invalid --security-opt 1: \"label\"",
+            ),
             (
                 json!({"HostConfig": {"SecurityOpt": ["unknown=something"]}}),
                 "invalid --security-opt 2: \"unknown=something\"",
@@ -1081,11 +1084,17 @@ mod tests {
                 json!({"HostConfig": {"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_NOPE\"}"]}}),
                 "Decoding seccomp profile failed",
             ),
-            (json!({"HostConfig": {"PidMode": "private"}}), "invalid PID mode: private"),
+            (
+                json!({"HostConfig": {"PidMode": "private"}}),
+                "invalid PID mode: private",
+            ),
             (json!({"HostConfig": {"PidMode": "container:db"}}), "--pid container:db"),
             (json!({"HostConfig": {"UTSMode": "other"}}), "invalid UTS mode: other"),
             (json!({"HostConfig": {"IpcMode": "weird"}}), "invalid IPC mode: weird"),
-            (json!({"HostConfig": {"CgroupnsMode": "both"}}), "invalid cgroup namespace mode: both"),
+            (
+                json!({"HostConfig": {"CgroupnsMode": "both"}}),
+                "invalid cgroup namespace mode: both",
+            ),
             (
                 json!({"Hostname": "h", "HostConfig": {"UTSMode": "host"}}),
                 "conflicting options: hostname and the UTS mode",
@@ -1110,9 +1119,18 @@ mod tests {
                 json!({"HostConfig": {"Ulimits": [{"Name": "nofile", "Soft": 2, "Hard": 1}]}}),
                 "soft limit must be less than or equal to hard limit",
             ),
-            (json!({"HostConfig": {"ShmSize": -1}}), "SHM size can not be less than 0"),
-            (json!({"HostConfig": {"OomScoreAdj": 1001}}), "range for oom score adj is [-1000, 1000]"),
-            (json!({"HostConfig": {"CgroupParent": "a/../../b"}}), "would leave the cgroup hierarchy"),
+            (
+                json!({"HostConfig": {"ShmSize": -1}}),
+                "SHM size can not be less than 0",
+            ),
+            (
+                json!({"HostConfig": {"OomScoreAdj": 1001}}),
+                "range for oom score adj is [-1000, 1000]",
+            ),
+            (
+                json!({"HostConfig": {"CgroupParent": "a/../../b"}}),
+                "would leave the cgroup hierarchy",
+            ),
             (
                 json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
                 "-p/--publish",
@@ -1195,7 +1213,10 @@ mod tests {
         let p = parse(&json!({}), &image(), ID).unwrap();
         assert_eq!(p.host_config["IpcMode"], "private");
         assert_eq!(p.host_config["ShmSize"], 64 << 20);
-        assert_eq!(p.host_config["CgroupnsMode"], if cgroup_v2() { "private" } else { "host" });
+        assert_eq!(
+            p.host_config["CgroupnsMode"],
+            if cgroup_v2() { "private" } else { "host" }
+        );
         assert_eq!(p.settings.host.seccomp, berth_runtime::Seccomp::Default);
         assert_eq!(p.settings.init, None);
     }
