@@ -238,6 +238,24 @@ fn seccomp_and_security_opts() {
     let err = run_err(&daemon, &["--security-opt", "no-new-privileges=maybe"], "true");
     assert!(err.contains("invalid --security-opt 2"), "{err}");
     assert_no_containers(&daemon);
+
+    // The container cannot change its own cgroup limits (read-only cgroupfs, as with runc);
+    // a privileged one can.
+    let write_limit =
+        "f=/sys/fs/cgroup/pids/pids.max; [ -e $f ] || f=/sys/fs/cgroup/pids.max; echo max > $f; echo rc=$?";
+    for flags in [&[][..], &["--cgroupns", "private"]] {
+        let out = run_in(&daemon, flags, write_limit);
+        assert!(
+            out.stdout == "rc=1\n" && out.stderr.contains("Read-only file system"),
+            "{flags:?}: {out}"
+        );
+    }
+    let out = run_in(&daemon, &["--privileged"], write_limit);
+    assert_eq!(out.stdout, "rc=0\n", "{out}");
+
+    // docker info names the profile.
+    let out = daemon.docker_ok(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert!(out.stdout.contains("name=seccomp,profile=builtin"), "{out}");
 }
 
 /// The states (`R`, `S`, `Z`, …) of the container's processes, read with `docker exec`.

@@ -393,7 +393,11 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     });
     if !spec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        let mut readonly: Vec<&str> = READONLY_PATHS.to_vec();
+        if !h.writable_cgroups.unwrap_or(false) {
+            readonly.extend(cgroup_v1_mounts().iter().map(String::as_str));
+        }
+        linux["readonlyPaths"] = json!(readonly);
     }
     if !linux_devices.is_empty() {
         linux["devices"] = Value::Array(linux_devices);
@@ -622,6 +626,31 @@ fn host_devices() -> Vec<Value> {
         }
     }
     out
+}
+
+/// On cgroup v1, `/sys/fs/cgroup` and its hierarchies as the container sees them
+/// (`/sys/fs/cgroup/memory`, ...): libcontainer 0.7.0 mounts v1 hierarchies read-write
+/// whatever the mount's options say, so they are made read-only as `readonlyPaths` (as runc
+/// mounts them), or the container could raise its own limits. Empty on cgroup v2.
+fn cgroup_v1_mounts() -> &'static [String] {
+    static MOUNTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        let root = Path::new("/sys/fs/cgroup");
+        if root.join("cgroup.controllers").exists() {
+            return Vec::new();
+        }
+        let mut out = vec!["/sys/fs/cgroup".to_owned()];
+        if let Ok(rd) = std::fs::read_dir(root) {
+            let mut names: Vec<String> = rd
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            out.extend(names.into_iter().map(|n| format!("/sys/fs/cgroup/{n}")));
+        }
+        out
+    })
 }
 
 /// One device node for the container, and what its cgroup rule names.
