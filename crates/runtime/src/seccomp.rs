@@ -1,7 +1,8 @@
 //! Seccomp: Docker's default profile and moby's profile format, turned into the OCI
 //! `linux.seccomp` the way moby does it (`profiles/seccomp/seccomp_linux.go`).
 //!
-//! `seccomp_default.json` is moby's `profiles/seccomp/default.json` (Apache-2.0), embedded
+//! `seccomp_default.json` is moby's `profiles/seccomp/default.json` (Apache-2.0; as vendored in
+//! moby/moby at b985e2313a86, `vendor/github.com/moby/profiles/seccomp/`), embedded
 //! as it is. A moby profile is the OCI one plus conditions: `archMap` (the host's
 //! architecture and its sub-architectures), and per rule `includes`/`excludes` by
 //! capability (of the container's final bounding set), architecture (Go's names: `amd64`,
