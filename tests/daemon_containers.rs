@@ -582,9 +582,9 @@ fn network_modes_mounts_and_capabilities() {
     assert!(out.stdout.contains(&host_bnd), "{out}\nhost {host_bnd}");
     assert!(out.stdout.lines().count() > 12, "host devices visible\n{out}");
     // A flag that is not built yet is refused, not ignored.
-    let out = run(&["--device", "/dev/fuse", "busybox", "true"]);
+    let out = run(&["--blkio-weight", "300", "busybox", "true"]);
     assert!(!out.status.success(), "{out}");
-    assert!(out.stderr.contains("--device"), "{out}");
+    assert!(out.stderr.contains("--blkio-weight"), "{out}");
     let out = run(&["--memory", "1m", "busybox", "true"]);
     assert!(out.stderr.contains("Minimum memory limit allowed is 6MB"), "{out}");
 

@@ -42,6 +42,12 @@ pub struct Config {
     pub block_registries: Vec<String>,
     /// Temporary files (downloads, imports) (default: `<data-root>/tmp`).
     pub tmpdir: Option<PathBuf>,
+    /// Run an init process (docker-init, i.e. tini) as PID 1 of every container that does
+    /// not say `--init=false`.
+    pub init: bool,
+    /// The init binary for `--init` (default: `docker-init` in dockerd's libexec directories
+    /// or `$PATH`, else `tini-static` in `$PATH`).
+    pub init_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -56,6 +62,8 @@ impl Default for Config {
             add_registries: Vec::new(),
             block_registries: Vec::new(),
             tmpdir: None,
+            init: false,
+            init_path: None,
         }
     }
 }

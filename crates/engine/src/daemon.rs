@@ -72,7 +72,21 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         // Opening sweeps what a crash left in the store; only the lock holder may do that.
         let images = Arc::new(ImageStore::open(&config.data_root)?);
-        let containers = Arc::new(Containers::open(&config.data_root, &config.exec_root, images.clone())?);
+        let defaults = crate::containers::Defaults {
+            init: config.init,
+            init_path: config.init_path.clone(),
+        };
+        if let Some(p) = &config.init_path {
+            if let Err(e) = crate::containers::find_init(Some(p), "") {
+                tracing::warn!(error = %e, "--init-path: containers with --init will fail to start");
+            }
+        }
+        let containers = Arc::new(Containers::open(
+            &config.data_root,
+            &config.exec_root,
+            images.clone(),
+            defaults,
+        )?);
         let (listener, socket) = bind_socket(&socket)?;
         Ok(Daemon {
             listener,

@@ -85,6 +85,10 @@ pub enum Error {
     NoSuchExec { id: String },
     #[error("You cannot attach to a stopped container, start it first")]
     AttachStopped,
+    #[error(
+        "--init: no init binary found (searched {searched}); install an init such as Debian's tini package (its tini-static), or give the daemon one with --init-path"
+    )]
+    NoInitBinary { searched: String },
     #[error("{message}")]
     StartFailed { message: String, exec_error: bool },
     #[error("Container {id} is already paused")]
@@ -184,7 +188,7 @@ impl Error {
             | Error::ImageInUse(_) => ErrorKind::Conflict,
             Error::InvalidName { .. } | Error::InvalidContainerConfig { .. } => ErrorKind::InvalidArgument,
             // A command that is not in the image is the client's mistake (dockerd: 400).
-            Error::StartFailed { exec_error: true, .. } => ErrorKind::InvalidArgument,
+            Error::StartFailed { exec_error: true, .. } | Error::NoInitBinary { .. } => ErrorKind::InvalidArgument,
             Error::StartFailed { .. } => ErrorKind::Internal,
             Error::Runtime(e) => match e.kind() {
                 berth_runtime::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,

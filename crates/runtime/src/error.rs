@@ -21,6 +21,14 @@ pub enum Error {
     NoSuchUser { user: String },
     #[error("unable to find group {group}: no matching entries in group file")]
     NoSuchGroup { group: String },
+    #[error("error gathering device information while adding custom device {path:?}: {reason}")]
+    Device { path: PathBuf, reason: String },
+    #[error("invalid device cgroup format '{rule}'")]
+    DeviceCgroupRule { rule: String },
+    #[error("sysctl {name:?} {reason}")]
+    Sysctl { name: String, reason: String },
+    #[error("invalid seccomp profile: {reason}")]
+    Seccomp { reason: String },
     #[error("invalid OCI runtime spec: {reason}")]
     Spec { reason: String },
     #[error("failed to mount the root filesystem at {}: {source}", target.display())]
@@ -52,9 +60,14 @@ impl Error {
     /// What class of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid { .. } | Error::NoSuchUser { .. } | Error::NoSuchGroup { .. } | Error::Spec { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            Error::Invalid { .. }
+            | Error::NoSuchUser { .. }
+            | Error::NoSuchGroup { .. }
+            | Error::Spec { .. }
+            | Error::Seccomp { .. }
+            | Error::Device { .. }
+            | Error::DeviceCgroupRule { .. }
+            | Error::Sysctl { .. } => ErrorKind::InvalidArgument,
             Error::Io { .. }
             | Error::Mount { .. }
             | Error::Shim { .. }

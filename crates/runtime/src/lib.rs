@@ -14,6 +14,7 @@ mod error;
 mod exec;
 mod log;
 mod rootfs;
+mod seccomp;
 mod shim;
 mod spec;
 mod view;
@@ -27,9 +28,12 @@ pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, resolve_exec_user};
 pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all};
 pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
+pub use seccomp::check_seccomp_profile;
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
 pub use spec::{
-    ContainerSpec, DEFAULT_CAPABILITIES, EtcFiles, MountSpec, NetworkMode, RUNTIME_MOUNT_POINTS, Resources,
-    check_capabilities, host_capabilities, write_bundle,
+    ContainerSpec, DEFAULT_CAPABILITIES, DEFAULT_SHM_SIZE, DeviceMapping, EtcFiles, HostOptions,
+    INIT_PATH_IN_CONTAINER, IpcMode, MountSpec, NetworkMode, RUNTIME_MOUNT_POINTS, Resources, Seccomp, Ulimit,
+    check_capabilities, check_device, check_device_cgroup_rule, check_sysctls, check_ulimit, host_capabilities,
+    write_bundle,
 };
 pub use view::{OverlaySpec, ViewSpec, freeze, run_in_rootfs};

@@ -58,9 +58,13 @@ pub struct ShimConfig {
     /// With a terminal: a FIFO of `ROWS COLS` lines that resize it.
     #[serde(default)]
     pub resize_fifo: Option<PathBuf>,
-    /// The container's cgroup (`/berth/<id>`): its OOM-kill counter is read at the exit.
+    /// The container's cgroup (`linux.cgroupsPath`), for the settings the shim makes itself.
     #[serde(default)]
-    pub cgroups_path: Option<String>,
+    pub cgroups_path: String,
+    /// `--oom-kill-disable` (cgroup v1): set by the shim after create, as libcontainer 0.7.0
+    /// always writes `memory.oom_control` = 0.
+    #[serde(default)]
+    pub oom_kill_disable: bool,
 }
 
 /// The one line a shim writes to the daemon once the container runs, or failed to.
@@ -187,9 +191,8 @@ pub fn shim_main(config_path: &Path) -> i32 {
     let status = supervise(&config, started);
     // Read before the cleanup removes the cgroup; the counter is this run's (the cgroup is
     // created anew at every start).
-    let oom_killed = config
-        .cgroups_path
-        .as_deref()
+    let oom_killed = Some(config.cgroups_path.as_str())
+        .filter(|p| !p.is_empty())
         .and_then(|p| crate::cgroup::Cgroup::open(p).ok())
         .and_then(|cg| cg.oom_kills())
         .is_some_and(|n| n > 0);
@@ -351,6 +354,9 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
         };
         builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w)
     };
+    // libcontainer gives its own process the container's `oomScoreAdj` for the child to
+    // inherit; the shim takes its own back afterwards.
+    let own_oom_score = std::fs::read_to_string("/proc/self/oom_score_adj").ok();
     let built = builder
         .as_init(&config.bundle)
         .with_systemd(false)
@@ -360,8 +366,21 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     if let Some((_, path)) = &console {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(own) = own_oom_score {
+        if std::fs::read_to_string("/proc/self/oom_score_adj").ok().as_ref() != Some(&own) {
+            if let Err(e) = std::fs::write("/proc/self/oom_score_adj", own.trim()) {
+                tracing::warn!(error = %e, "failed to restore the shim's oom_score_adj");
+            }
+        }
+    }
     let mut container = built?;
     tracing::debug!(container = %config.id, "created");
+    if config.oom_kill_disable {
+        disable_oom_killer(&config.cgroups_path).map_err(|e| {
+            let _ = container.delete(true);
+            format!("failed to disable the OOM killer (--oom-kill-disable): {e}")
+        })?;
+    }
     let master = match console {
         Some((listener, _)) => {
             let master = receive_master(&listener).map_err(|e| {
@@ -384,6 +403,16 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     tracing::debug!(container = %config.id, "loopback up");
     container.start().map_err(|e| chain(&e))?;
     Ok(Started { pid, outputs, master })
+}
+
+/// Writes 1 to the v1 memory cgroup's `memory.oom_control`.
+fn disable_oom_killer(cgroups_path: &str) -> Result<(), String> {
+    use libcgroups::v1::ControllerType;
+    let mount = libcgroups::v1::util::get_subsystem_mount_point(&ControllerType::Memory).map_err(|e| e.to_string())?;
+    let file = mount
+        .join(cgroups_path.trim_start_matches('/'))
+        .join("memory.oom_control");
+    std::fs::write(&file, "1").map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Opens a FIFO for reading without waiting for a writer; `nonblocking` keeps it so.
@@ -734,9 +763,13 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
+        // libcontainer's container process logs to its stderr, which by then is the
+        // container's: its seccomp warnings (a syscall this libseccomp does not know, a rule
+        // equal to the default action) are expected with Docker's profile and stay out.
         .env(
             "RUST_LOG",
-            std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error".to_owned()),
+            std::env::var("BERTH_SHIM_LOG")
+                .unwrap_or_else(|_| "warn,libcgroups=error,libcontainer::seccomp=error".to_owned()),
         )
         .spawn()
         .map_err(io("start shim", exe))?;

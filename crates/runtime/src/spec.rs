@@ -1,7 +1,7 @@
 //! Container settings -> an OCI runtime bundle (`config.json`), shaped like what dockerd
 //! hands runc: Docker's default mounts, capabilities, masked and read-only paths.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -88,6 +88,9 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
+/// The size of `/dev/shm` when `--shm-size` is not given (dockerd's).
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// Paths mounted read-only in unprivileged containers.
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
@@ -147,6 +150,88 @@ pub struct Resources {
     pub cpuset_mems: Option<String>,
     /// Most tasks (`--pids-limit`).
     pub pids_limit: Option<i64>,
+    /// No OOM kill in the container's memory cgroup (`--oom-kill-disable`; cgroup v1 only).
+    #[serde(default)]
+    pub oom_kill_disable: bool,
+}
+
+/// `--security-opt seccomp=…`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Seccomp {
+    /// Docker's default profile (`builtin`, or nothing said).
+    #[default]
+    Default,
+    /// No filter (`unconfined`).
+    Unconfined,
+    /// A profile in moby's JSON format: the docker CLI sends a file's contents.
+    Profile(String),
+}
+
+/// `--ipc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum IpcMode {
+    /// Its own IPC namespace and `/dev/shm` (`private`, `shareable`).
+    #[default]
+    Private,
+    /// The host's IPC namespace and `/dev/shm`.
+    Host,
+    /// Its own IPC namespace, no `/dev/shm`.
+    None,
+}
+
+/// `--device HOST[:CONTAINER[:PERMS]]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceMapping {
+    /// A device node, a symlink to one, or a directory of them.
+    pub path_on_host: PathBuf,
+    pub path_in_container: String,
+    /// Device cgroup access, `rwm` or a part of it.
+    pub permissions: String,
+}
+
+/// `--ulimit NAME=SOFT[:HARD]`; -1 is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, ... (`RLIMIT_` + the name in capitals).
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// How the process and its namespaces are set up beyond the defaults: security options,
+/// devices, shared host namespaces, limits (`HostConfig` fields of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HostOptions {
+    /// Applied to unprivileged containers; a privileged one gets only a profile given by hand
+    /// (as with dockerd).
+    pub seccomp: Seccomp,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
+    /// `--security-opt apparmor=PROFILE`, on a host that enforces AppArmor.
+    pub apparmor_profile: Option<String>,
+    /// `--security-opt writable-cgroups[=BOOL]`; unset: writable only when privileged.
+    pub writable_cgroups: Option<bool>,
+    /// `--device`.
+    pub devices: Vec<DeviceMapping>,
+    /// `--device-cgroup-rule`, `TYPE MAJOR:MINOR ACCESS`.
+    pub device_cgroup_rules: Vec<String>,
+    /// `--cgroupns host`: no cgroup namespace.
+    pub cgroupns_host: bool,
+    /// `--pid host`.
+    pub pid_host: bool,
+    /// `--uts host`.
+    pub uts_host: bool,
+    pub ipc: IpcMode,
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl`, namespaced ones only (see [`check_sysctls`]).
+    pub sysctls: BTreeMap<String, String>,
+    /// Bytes of `/dev/shm` (`--shm-size`); `None`: 64 MiB.
+    pub shm_size: Option<u64>,
+    /// `--group-add`: names (looked up in the image's `/etc/group`) or numbers.
+    pub group_add: Vec<String>,
+    /// `--oom-score-adj`.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// What a container runs with, resolved by the engine from the image config, `Config` and
@@ -175,7 +260,14 @@ pub struct ContainerSpec {
     /// cgroupfs path, e.g. `/berth/<id>`.
     pub cgroups_path: String,
     pub resources: Resources,
+    pub host: HostOptions,
+    /// `--init`: the init binary on the host, bind-mounted at `/sbin/docker-init` and run as
+    /// PID 1 in front of the command (not with `--pid host`).
+    pub init: Option<PathBuf>,
 }
+
+/// Where `--init`'s binary is mounted in the container, as dockerd does.
+pub const INIT_PATH_IN_CONTAINER: &str = "/sbin/docker-init";
 
 /// Writes `<bundle>/config.json` for `spec`, with `rootfs` (the mounted overlay) as root.
 /// Users and groups named in `--user` are looked up in the image's `/etc/passwd` and
@@ -216,23 +308,45 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
         env.push(format!("HOME={}", user.home));
     }
     let caps = capabilities(spec)?;
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
-    if spec.network == NetworkMode::Private {
-        namespaces.push(json!({"type": "network"}));
+    let h = &spec.host;
+    let mut namespaces = vec![json!({"type": "mount"})];
+    for (kind, shared) in [
+        ("pid", h.pid_host),
+        ("ipc", h.ipc == IpcMode::Host),
+        ("uts", h.uts_host),
+        ("cgroup", h.cgroupns_host),
+        ("network", spec.network == NetworkMode::Host),
+    ] {
+        if !shared {
+            namespaces.push(json!({"type": kind}));
+        }
     }
-    let mut resources = json!({
-        "devices": if spec.privileged {
-            json!([{"allow": true, "access": "rwm"}])
-        } else {
-            default_device_rules()
-        },
-    });
+    let mut linux_devices = if spec.privileged { host_devices() } else { Vec::new() };
+    let mut device_rules = if spec.privileged {
+        vec![json!({"allow": true, "access": "rwm"})]
+    } else {
+        default_device_rules()
+    };
+    for d in &h.devices {
+        let nodes = devices_from_path(&d.path_on_host, &d.path_in_container)?;
+        if spec.privileged {
+            // Every host device is there already; only a new path adds a node.
+            if d.path_on_host != Path::new(&d.path_in_container) {
+                linux_devices.extend(nodes.into_iter().map(|n| n.node));
+            }
+            continue;
+        }
+        for n in nodes {
+            device_rules.push(n.rule(&d.permissions));
+            linux_devices.push(n.node);
+        }
+    }
+    if !spec.privileged {
+        for rule in &h.device_cgroup_rules {
+            device_rules.push(device_cgroup_rule(rule)?);
+        }
+    }
+    let mut resources = json!({"devices": device_rules});
     let r = &spec.resources;
     let mut memory = serde_json::Map::new();
     if let Some(v) = r.memory {
@@ -243,6 +357,9 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     }
     if let Some(v) = r.memory_reservation {
         memory.insert("reservation".into(), json!(v));
+    }
+    if r.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
     }
     if !memory.is_empty() {
         resources["memory"] = Value::Object(memory);
@@ -276,35 +393,91 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     });
     if !spec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
-    } else {
-        linux["devices"] = Value::Array(host_devices());
+        let mut readonly: Vec<&str> = READONLY_PATHS.to_vec();
+        if !h.writable_cgroups.unwrap_or(false) {
+            readonly.extend(cgroup_v1_mounts().iter().map(String::as_str));
+        }
+        linux["readonlyPaths"] = json!(readonly);
     }
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": spec.tty,
-            "user": {
-                "uid": user.uid,
-                "gid": user.gid,
-                "additionalGids": user.additional_gids,
-            },
-            "args": spec.args,
-            "env": env,
-            "cwd": spec.cwd,
-            "capabilities": {
-                "bounding": caps,
-                "effective": caps,
-                "permitted": caps,
-            },
-            "noNewPrivileges": false,
+    if !linux_devices.is_empty() {
+        linux["devices"] = Value::Array(linux_devices);
+    }
+    if !h.sysctls.is_empty() {
+        linux["sysctl"] = json!(h.sysctls);
+    }
+    let seccomp = match (&h.seccomp, spec.privileged) {
+        (Seccomp::Profile(profile), _) => crate::seccomp::custom(profile, &caps)?,
+        (Seccomp::Default, false) => Some((*crate::seccomp::default_for(&caps)).clone()),
+        (Seccomp::Default, true) | (Seccomp::Unconfined, _) => None,
+    };
+    if let Some(seccomp) = seccomp {
+        linux["seccomp"] = seccomp;
+    }
+
+    let mut additional_gids = user.additional_gids;
+    for g in additional_groups(&h.group_add, rootfs)? {
+        if g != user.gid && !additional_gids.contains(&g) {
+            additional_gids.push(g);
+        }
+    }
+    let mut args = spec.args.clone();
+    if spec.init.is_some() && !h.pid_host {
+        args.splice(0..0, [INIT_PATH_IN_CONTAINER.to_owned(), "--".to_owned()]);
+    }
+    let mut process = json!({
+        "terminal": spec.tty,
+        "user": {
+            "uid": user.uid,
+            "gid": user.gid,
+            "additionalGids": additional_gids,
         },
+        "args": args,
+        "env": env,
+        "cwd": spec.cwd,
+        "capabilities": {
+            "bounding": caps,
+            "effective": caps,
+            "permitted": caps,
+        },
+    });
+    // Only when set: libcontainer loads the seccomp filter after dropping capabilities
+    // whenever the field is present, which fails without CAP_SYS_ADMIN or this flag.
+    if h.no_new_privileges {
+        process["noNewPrivileges"] = json!(true);
+    }
+    if let Some(p) = &h.apparmor_profile {
+        process["apparmorProfile"] = json!(p);
+    }
+    if let Some(score) = h.oom_score_adj {
+        process["oomScoreAdj"] = json!(score);
+    }
+    if !h.ulimits.is_empty() {
+        let limit = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+        process["rlimits"] = h
+            .ulimits
+            .iter()
+            .map(|u| {
+                json!({
+                    "type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()),
+                    "soft": limit(u.soft),
+                    "hard": limit(u.hard),
+                })
+            })
+            .collect();
+    }
+    let mut doc = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
         "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
-        "hostname": spec.hostname,
-        "domainname": spec.domainname,
         "mounts": mounts(spec),
         "linux": linux,
-    }))
+    });
+    // With the host's UTS namespace the names are the host's (a runtime refuses to set them).
+    if !h.uts_host {
+        doc["hostname"] = json!(spec.hostname);
+        doc["domainname"] = json!(spec.domainname);
+    }
+    Ok(doc)
 }
 
 /// Where the runtime mounts its own filesystems and `/etc` files in every container (what
@@ -321,16 +494,36 @@ pub const RUNTIME_MOUNT_POINTS: &[&str] = &[
 
 /// Docker's default mounts, then the per-container `/etc` files, then the user's mounts.
 fn mounts(spec: &ContainerSpec) -> Vec<Value> {
+    let h = &spec.host;
     let sys_ro = if spec.privileged { "rw" } else { "ro" };
+    let cgroup_ro = if h.writable_cgroups.unwrap_or(spec.privileged) {
+        "rw"
+    } else {
+        "ro"
+    };
     let mut out = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_ro]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_ro]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", cgroup_ro]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
+    match h.ipc {
+        IpcMode::Private => {
+            let size = format!("size={}", h.shm_size.unwrap_or(DEFAULT_SHM_SIZE));
+            out.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", size]}));
+        }
+        IpcMode::Host => {
+            out.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rprivate"]}));
+        }
+        IpcMode::None => {}
+    }
+    if let Some(init) = &spec.init {
+        if !h.pid_host {
+            out.push(json!({"destination": INIT_PATH_IN_CONTAINER, "type": "bind", "source": init, "options": ["bind", "ro"]}));
+        }
+    }
     let user_dests: BTreeSet<&str> = spec
         .mounts
         .iter()
@@ -373,7 +566,7 @@ fn mounts(spec: &ContainerSpec) -> Vec<Value> {
 }
 
 /// moby's default device cgroup rules: deny all, then the usual character devices.
-fn default_device_rules() -> Value {
+fn default_device_rules() -> Vec<Value> {
     let rule = |major: i64, minor: Option<i64>, access: &str| {
         let mut r = json!({"allow": true, "type": "c", "major": major, "access": access});
         if let Some(minor) = minor {
@@ -381,10 +574,10 @@ fn default_device_rules() -> Value {
         }
         r
     };
-    json!([
-        {"allow": false, "access": "rwm"},
-        {"allow": true, "type": "c", "access": "m"},
-        {"allow": true, "type": "b", "access": "m"},
+    vec![
+        json!({"allow": false, "access": "rwm"}),
+        json!({"allow": true, "type": "c", "access": "m"}),
+        json!({"allow": true, "type": "b", "access": "m"}),
         rule(1, Some(3), "rwm"),
         rule(1, Some(5), "rwm"),
         rule(1, Some(7), "rwm"),
@@ -395,7 +588,7 @@ fn default_device_rules() -> Value {
         rule(5, Some(2), "rwm"),
         rule(136, None, "rwm"),
         rule(10, Some(200), "rwm"),
-    ])
+    ]
 }
 
 /// `--privileged`: every device node of the host's `/dev` (not its sub-mounts' pseudo
@@ -445,6 +638,271 @@ fn host_devices() -> Vec<Value> {
         }
     }
     out
+}
+
+/// On cgroup v1, `/sys/fs/cgroup` and its hierarchies as the container sees them
+/// (`/sys/fs/cgroup/memory`, ...): libcontainer 0.7.0 mounts v1 hierarchies read-write
+/// whatever the mount's options say, so they are made read-only as `readonlyPaths` (as runc
+/// mounts them), or the container could raise its own limits. Empty on cgroup v2.
+fn cgroup_v1_mounts() -> &'static [String] {
+    static MOUNTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        let root = Path::new("/sys/fs/cgroup");
+        if root.join("cgroup.controllers").exists() {
+            return Vec::new();
+        }
+        let mut out = vec!["/sys/fs/cgroup".to_owned()];
+        if let Ok(rd) = std::fs::read_dir(root) {
+            let mut names: Vec<String> = rd
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            out.extend(names.into_iter().map(|n| format!("/sys/fs/cgroup/{n}")));
+        }
+        out
+    })
+}
+
+/// One device node for the container, and what its cgroup rule names.
+struct DeviceNode {
+    node: Value,
+    kind: &'static str,
+    major: u64,
+    minor: u64,
+}
+
+impl DeviceNode {
+    fn rule(&self, access: &str) -> Value {
+        json!({"allow": true, "type": self.kind, "major": self.major, "minor": self.minor, "access": access})
+    }
+}
+
+/// The device node at `path` (not following a symlink), if it is one.
+fn device_node(path: &Path, in_container: &str) -> std::io::Result<Option<DeviceNode>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    let ft = meta.file_type();
+    let kind = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else {
+        return Ok(None);
+    };
+    let rdev = meta.rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    Ok(Some(DeviceNode {
+        node: json!({
+            "path": in_container,
+            "type": kind,
+            "major": major,
+            "minor": minor,
+            "fileMode": meta.mode() & 0o7777,
+            "uid": meta.uid(),
+            "gid": meta.gid(),
+        }),
+        kind,
+        major,
+        minor,
+    }))
+}
+
+/// `--device HOST:CONTAINER` as dockerd reads it (moby `oci.DevicesFromPath`): a device
+/// node (a symlink to one is followed), or a directory whose device nodes all come along
+/// under `CONTAINER`.
+fn devices_from_path(host: &Path, in_container: &str) -> Result<Vec<DeviceNode>, Error> {
+    let fail = |reason: String| Error::Device {
+        path: host.to_path_buf(),
+        reason,
+    };
+    let resolved = match std::fs::symlink_metadata(host) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(host).unwrap_or_else(|_| host.to_path_buf()),
+        _ => host.to_path_buf(),
+    };
+    match device_node(&resolved, in_container) {
+        Ok(Some(node)) => return Ok(vec![node]),
+        Ok(None) => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    if resolved.is_dir() {
+        let mut out = Vec::new();
+        let mut stack = vec![resolved.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for entry in rd.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&resolved) else {
+                    continue;
+                };
+                let target = Path::new(in_container).join(rel);
+                if let Ok(Some(node)) = device_node(&path, &target.to_string_lossy()) {
+                    out.push(node);
+                }
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+    }
+    Err(fail("not a device node".to_owned()))
+}
+
+/// Checks a `--device` mapping: the host path must be a device node or a directory of them.
+pub fn check_device(d: &DeviceMapping) -> Result<(), Error> {
+    devices_from_path(&d.path_on_host, &d.path_in_container).map(|_| ())
+}
+
+/// `TYPE MAJOR:MINOR ACCESS` (`c 1:3 rwm`, `b 7:* r`, `a *:* m`) as a device cgroup rule
+/// (moby's `AppendDevicePermissionsFromCgroupRules`).
+fn device_cgroup_rule(rule: &str) -> Result<Value, Error> {
+    let bad = || Error::DeviceCgroupRule { rule: rule.to_owned() };
+    let fields: Vec<&str> = rule.split(' ').collect();
+    let [kind, numbers, access] = fields.as_slice() else {
+        return Err(bad());
+    };
+    if !matches!(*kind, "a" | "b" | "c") {
+        return Err(bad());
+    }
+    let (major, minor) = numbers.split_once(':').ok_or_else(bad)?;
+    let number = |n: &str| -> Result<Value, Error> {
+        match n {
+            "*" => Ok(Value::Null),
+            n if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse::<i64>().map(|v| json!(v)).map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        }
+    };
+    let (major, minor) = (number(major)?, number(minor)?);
+    if access.is_empty() || access.len() > 3 || !access.bytes().all(|b| matches!(b, b'r' | b'w' | b'm')) {
+        return Err(bad());
+    }
+    let mut out = json!({"allow": true, "type": kind, "access": access});
+    if !major.is_null() {
+        out["major"] = major;
+    }
+    if !minor.is_null() {
+        out["minor"] = minor;
+    }
+    Ok(out)
+}
+
+/// Checks a `--device-cgroup-rule`.
+pub fn check_device_cgroup_rule(rule: &str) -> Result<(), Error> {
+    device_cgroup_rule(rule).map(|_| ())
+}
+
+/// The sysctls that belong to the IPC namespace (runc's list).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Only namespaced sysctls, and only in a namespace of the container's own (runc's checks):
+/// `kernel.msg*`, `kernel.sem`, `kernel.shm*`, `fs.mqueue.*` need its own IPC namespace,
+/// `net.*` its own network namespace, `kernel.domainname` its own UTS namespace.
+pub fn check_sysctls(
+    sysctls: &BTreeMap<String, String>,
+    host_network: bool,
+    host_ipc: bool,
+    host_uts: bool,
+) -> Result<(), Error> {
+    for name in sysctls.keys() {
+        let refuse = |reason: &str| {
+            Err(Error::Sysctl {
+                name: name.clone(),
+                reason: reason.to_owned(),
+            })
+        };
+        if IPC_SYSCTLS.contains(&name.as_str()) || name.starts_with("fs.mqueue.") {
+            if host_ipc {
+                return refuse("is not allowed in the hosts ipc namespace");
+            }
+        } else if name.starts_with("net.") {
+            if host_network {
+                return refuse("is not allowed in the hosts network namespace");
+            }
+        } else if name == "kernel.domainname" && !host_uts {
+        } else if name == "kernel.hostname" && !host_uts {
+            return refuse("is not allowed as it conflicts with the OCI \"hostname\" field; use --hostname");
+        } else {
+            return refuse("is not in a separate kernel namespace");
+        }
+    }
+    Ok(())
+}
+
+/// The resource names `--ulimit` knows (go-units' list).
+const ULIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// Checks a `--ulimit`: a known resource, soft <= hard (-1 is unlimited).
+pub fn check_ulimit(u: &Ulimit) -> Result<(), Error> {
+    let bad = |reason: String| Error::Invalid {
+        what: "ulimit",
+        value: format!("{}={}:{}", u.name, u.soft, u.hard),
+        reason,
+    };
+    if !ULIMITS.contains(&u.name.as_str()) {
+        return Err(bad(format!("invalid ulimit type: {}", u.name)));
+    }
+    let unlimited = |v: i64| v < 0;
+    if unlimited(u.soft) && !unlimited(u.hard) || !unlimited(u.hard) && u.soft > u.hard {
+        return Err(bad(format!(
+            "ulimit soft limit must be less than or equal to hard limit: {} > {}",
+            u.soft, u.hard
+        )));
+    }
+    Ok(())
+}
+
+/// `--group-add` entries as group IDs: a name from the image's `/etc/group`, else a number
+/// (runc's `GetAdditionalGroups`).
+fn additional_groups(names: &[String], rootfs: &Path) -> Result<Vec<u32>, Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let entries: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    names
+        .iter()
+        .map(|n| match entries.iter().find(|f| f[0] == n) {
+            Some(f) => f[2].parse().map_err(|_| Error::NoSuchGroup { group: n.clone() }),
+            None => n.parse().map_err(|_| Error::NoSuchGroup { group: n.clone() }),
+        })
+        .collect()
 }
 
 /// Normalises `sys_admin`, `CAP_SYS_ADMIN`, `ALL` as docker does.
@@ -646,6 +1104,8 @@ mod tests {
             },
             cgroups_path: "/berth/abc".into(),
             resources: Resources::default(),
+            host: HostOptions::default(),
+            init: None,
         }
     }
 
@@ -761,5 +1221,152 @@ mod tests {
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert!(!ns.iter().any(|n| n["type"] == "network"));
         assert_eq!(v["process"]["user"]["uid"], 1000);
+    }
+
+    #[test]
+    fn security_namespaces_devices_and_limits() {
+        let r = rootfs();
+        // Defaults: Docker's seccomp profile, no noNewPrivileges field (libcontainer would
+        // load the filter after dropping capabilities), the cgroup namespace unless shared.
+        let v = spec_json(&spec(), r.path()).unwrap();
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        let kinds = |v: &Value| -> Vec<String> {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(kinds(&v), ["mount", "pid", "ipc", "uts", "cgroup", "network"]);
+        assert_eq!(v["hostname"], "abc");
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(shm["options"].as_array().unwrap().contains(&json!("size=67108864")));
+
+        let mut s = spec();
+        s.init = Some("/usr/bin/tini-static".into());
+        s.host = HostOptions {
+            seccomp: Seccomp::Unconfined,
+            no_new_privileges: true,
+            devices: vec![DeviceMapping {
+                path_on_host: "/dev/null".into(),
+                path_in_container: "/dev/mynull".into(),
+                permissions: "rw".into(),
+            }],
+            device_cgroup_rules: vec!["b 7:* rwm".into()],
+            cgroupns_host: true,
+            uts_host: true,
+            ipc: IpcMode::Host,
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: -1,
+            }],
+            sysctls: [("net.ipv4.ip_forward".to_owned(), "1".to_owned())].into(),
+            shm_size: Some(1 << 20),
+            group_add: vec!["wheel".into(), "4242".into()],
+            oom_score_adj: Some(500),
+            ..HostOptions::default()
+        };
+        s.resources.oom_kill_disable = true;
+        let v = spec_json(&s, r.path()).unwrap();
+        serde_json::from_value::<Spec>(v.clone()).expect("a valid OCI spec");
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(kinds(&v), ["mount", "pid", "network"]);
+        assert!(v.get("hostname").is_none(), "the host's UTS namespace keeps its name");
+        assert_eq!(v["process"]["args"], json!(["/sbin/docker-init", "--", "sh"]));
+        let mounts = v["mounts"].as_array().unwrap();
+        let init = mounts
+            .iter()
+            .find(|m| m["destination"] == INIT_PATH_IN_CONTAINER)
+            .unwrap();
+        assert_eq!(init["source"], "/usr/bin/tini-static");
+        assert_eq!(init["options"], json!(["bind", "ro"]));
+        let shm = mounts.iter().find(|m| m["destination"] == "/dev/shm").unwrap();
+        assert_eq!(shm["source"], "/dev/shm", "--ipc host shares the host's /dev/shm");
+        let dev = &v["linux"]["devices"][0];
+        assert_eq!(
+            (dev["path"].as_str(), dev["type"].as_str()),
+            (Some("/dev/mynull"), Some("c"))
+        );
+        assert_eq!((dev["major"].as_u64(), dev["minor"].as_u64()), (Some(1), Some(3)));
+        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert!(rules.contains(&json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})));
+        assert!(rules.contains(&json!({"allow": true, "type": "b", "major": 7, "access": "rwm"})));
+        assert_eq!(
+            v["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": u64::MAX}])
+        );
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(v["process"]["oomScoreAdj"], 500);
+        assert_eq!(v["linux"]["resources"]["memory"]["disableOOMKiller"], true);
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([10, 4242]));
+
+        // --pid host: no init (the host has one), as with dockerd.
+        s.host.pid_host = true;
+        let v = spec_json(&s, r.path()).unwrap();
+        assert_eq!(v["process"]["args"], json!(["sh"]));
+        s.host.group_add = vec!["ghosts".into()];
+        let err = spec_json(&s, r.path()).unwrap_err();
+        assert!(err.to_string().contains("unable to find group ghosts"), "{err}");
+
+        // A privileged container gets no filter unless one is given.
+        let mut p = spec();
+        p.privileged = true;
+        assert!(spec_json(&p, r.path()).unwrap()["linux"].get("seccomp").is_none());
+        p.host.seccomp = Seccomp::Profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#.into(),
+        );
+        assert_eq!(
+            spec_json(&p, r.path()).unwrap()["linux"]["seccomp"]["defaultAction"],
+            "SCMP_ACT_ALLOW"
+        );
+    }
+
+    #[test]
+    fn device_checks_rules_sysctls_and_ulimits() {
+        let not_device = DeviceMapping {
+            path_on_host: "/proc/version".into(),
+            path_in_container: "/x".into(),
+            permissions: "rwm".into(),
+        };
+        let err = check_device(&not_device).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "error gathering device information while adding custom device \"/proc/version\": not a device node"
+        );
+        for ok in ["c 1:3 rwm", "b 7:* r", "a *:* m", "c *:5 rw"] {
+            check_device_cgroup_rule(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["c 1:3", "x 1:3 rwm", "c 1-3 rwm", "c 1:3 rwx", "c a:3 r", "c 1:3 rwmr"] {
+            assert!(check_device_cgroup_rule(bad).is_err(), "{bad}");
+        }
+        let one = |k: &str| -> BTreeMap<String, String> { [(k.to_owned(), "1".to_owned())].into() };
+        check_sysctls(&one("net.core.somaxconn"), false, false, false).unwrap();
+        check_sysctls(&one("fs.mqueue.msg_max"), true, false, false).unwrap();
+        check_sysctls(&one("kernel.domainname"), false, false, false).unwrap();
+        assert!(check_sysctls(&one("net.core.somaxconn"), true, false, false).is_err());
+        assert!(check_sysctls(&one("kernel.sem"), false, true, false).is_err());
+        assert!(check_sysctls(&one("kernel.domainname"), false, false, true).is_err());
+        assert!(check_sysctls(&one("kernel.hostname"), false, false, false).is_err());
+        assert!(check_sysctls(&one("vm.overcommit_memory"), false, false, false).is_err());
+        let u = |name: &str, soft, hard| Ulimit {
+            name: name.into(),
+            soft,
+            hard,
+        };
+        check_ulimit(&u("nofile", 10, 20)).unwrap();
+        check_ulimit(&u("core", -1, -1)).unwrap();
+        check_ulimit(&u("core", 0, -1)).unwrap();
+        assert!(check_ulimit(&u("core", -1, 5)).is_err());
+        assert!(check_ulimit(&u("nofile", 30, 20)).is_err());
+        assert!(check_ulimit(&u("files", 1, 1)).is_err());
     }
 }

@@ -39,6 +39,12 @@ pub(crate) struct DaemonArgs {
     /// Directory for temporary files [default: <data-root>/tmp].
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
+    /// Run an init inside every container that does not say --init=false.
+    #[arg(long)]
+    init: bool,
+    /// The init binary for --init [default: docker-init in /usr/libexec/docker etc. or $PATH, else tini-static].
+    #[arg(long, value_name = "FILE")]
+    init_path: Option<PathBuf>,
 }
 
 impl DaemonArgs {
@@ -63,6 +69,12 @@ impl DaemonArgs {
         }
         if self.tmpdir.is_some() {
             c.tmpdir = self.tmpdir;
+        }
+        if self.init {
+            c.init = true;
+        }
+        if self.init_path.is_some() {
+            c.init_path = self.init_path;
         }
         for (flag, list) in [
             (self.insecure_registries, &mut c.insecure_registries),

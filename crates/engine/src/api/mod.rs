@@ -269,8 +269,15 @@ mod tests {
         };
         let root = tempfile::tempdir().unwrap();
         let images = Arc::new(ImageStore::open(root.path()).unwrap());
-        let containers =
-            Arc::new(Containers::open(&root.path().join("data"), &root.path().join("exec"), images.clone()).unwrap());
+        let containers = Arc::new(
+            Containers::open(
+                &root.path().join("data"),
+                &root.path().join("exec"),
+                images.clone(),
+                Default::default(),
+            )
+            .unwrap(),
+        );
         let state = State::new(config, "TEST:ID".to_owned(), Host::detect(), rx, images, containers);
         (Arc::new(state), tx, root)
     }

@@ -75,7 +75,7 @@ fn sample(rec: &Record) -> Option<Sample> {
     if !rec.running() {
         return None;
     }
-    let cg = berth_runtime::Cgroup::open(&cgroups_path(&rec.id)).ok()?;
+    let cg = berth_runtime::Cgroup::open(&cgroups_path(rec)).ok()?;
     if !cg.exists() {
         return None;
     }

@@ -167,11 +167,15 @@ pub(super) async fn info(StateExtractor(state): AppState) -> Json<Value> {
         },
         "LiveRestoreEnabled": false,
         "Isolation": "",
-        "InitBinary": "",
+        "InitBinary": "docker-init",
         "ContainerdCommit": { "ID": "" },
         "RuncCommit": { "ID": "" },
         "InitCommit": { "ID": "" },
-        "SecurityOptions": [],
+        "SecurityOptions": if host.cgroup_version == "2" {
+            json!(["name=seccomp,profile=builtin", "name=cgroupns"])
+        } else {
+            json!(["name=seccomp,profile=builtin"])
+        },
         "CDISpecDirs": [],
         "Warnings": null,
     }))

@@ -168,7 +168,7 @@ impl Containers {
             .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
             .unwrap_or_default();
         let _thaw = if req.pause && rec.running() {
-            let cgroup = format!("/berth/{}", rec.id);
+            let cgroup = super::cgroups_path(&rec);
             berth_runtime::freeze(&cgroup, true)?;
             Some(Thaw(cgroup))
         } else {

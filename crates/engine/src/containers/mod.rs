@@ -21,9 +21,9 @@
 //! lives is adopted (its exit is awaited through a pidfd), one whose shim is gone gets the
 //! exit the shim recorded.
 
+pub(crate) mod filesystem;
 mod mounts;
 mod resources;
-pub(crate) mod filesystem;
 pub(crate) mod settings;
 mod update;
 
@@ -130,8 +130,14 @@ impl Record {
 }
 
 /// The container's cgroup, relative to each hierarchy's root.
-pub(crate) fn cgroups_path(id: &str) -> String {
-    format!("/berth/{id}")
+/// The container's cgroup: `/berth/<id>`, or under its `--cgroup-parent`.
+pub(crate) fn cgroups_path(rec: &Record) -> String {
+    let parent = &rec.settings.cgroup_parent;
+    if parent.is_empty() {
+        format!("/berth/{}", rec.id)
+    } else {
+        format!("{parent}/{}", rec.id)
+    }
 }
 
 /// What waiters see change.
@@ -182,6 +188,63 @@ impl Entry {
     }
 }
 
+/// Daemon-wide defaults for containers (`berth daemon --init --init-path PATH`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Defaults {
+    /// Run every container with an init process unless it says `--init=false`.
+    pub(crate) init: bool,
+    /// The init binary; searched for (as dockerd does) when not given.
+    pub(crate) init_path: Option<PathBuf>,
+}
+
+/// Where the init binary is looked for when `--init-path` is not given: dockerd's libexec
+/// directories for `docker-init`, then `$PATH` for `docker-init` and Debian's static tini.
+const INIT_DIRS: &[&str] = &[
+    "/usr/local/libexec/docker",
+    "/usr/libexec/docker",
+    "/usr/local/lib/docker",
+    "/usr/lib/docker",
+    "/usr/local/libexec",
+    "/usr/libexec",
+];
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The init binary for `--init`: the configured one, or the first found of [`INIT_DIRS`]'s
+/// `docker-init`, `docker-init` and `tini-static` in `path` (the daemon's `$PATH`).
+pub(crate) fn find_init(configured: Option<&Path>, path: &str) -> Result<PathBuf> {
+    if let Some(p) = configured {
+        return if is_executable(p) {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::NoInitBinary {
+                searched: format!("{} (given with --init-path)", p.display()),
+            })
+        };
+    }
+    let mut candidates: Vec<PathBuf> = INIT_DIRS.iter().map(|d| Path::new(d).join("docker-init")).collect();
+    for name in ["docker-init", "tini-static"] {
+        candidates.extend(
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join(name)),
+        );
+    }
+    if let Some(found) = candidates.iter().find(|c| is_executable(c)) {
+        return Ok(found.clone());
+    }
+    Err(Error::NoInitBinary {
+        searched: candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
 /// Every container of the daemon.
 pub(crate) struct Containers {
     /// `<data-root>/containers`.
@@ -199,6 +262,7 @@ pub(crate) struct Containers {
     events: Arc<Events>,
     /// `docker exec` instances, by exec ID (in memory: dockerd forgets them on restart too).
     execs: Mutex<HashMap<String, Arc<Exec>>>,
+    defaults: Defaults,
 }
 
 /// One `docker exec`.
@@ -255,7 +319,12 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error
 impl Containers {
     /// Reads every record under `<data-root>/containers`. Call [`restore`](Self::restore)
     /// from the async runtime afterwards to re-adopt running containers.
-    pub(crate) fn open(data_root: &Path, exec_root: &Path, images: Arc<ImageStore>) -> Result<Containers> {
+    pub(crate) fn open(
+        data_root: &Path,
+        exec_root: &Path,
+        images: Arc<ImageStore>,
+        defaults: Defaults,
+    ) -> Result<Containers> {
         let root = data_root.join("containers");
         let state_root = exec_root.join("runtime");
         for d in [&root, &state_root] {
@@ -303,7 +372,18 @@ impl Containers {
             volumes,
             events,
             execs: Mutex::new(HashMap::new()),
+            defaults,
         })
+    }
+
+    /// The init binary when `settings` run with one (`--init`, or the daemon's default,
+    /// never with `--pid host`), else `None`.
+    fn init_binary(&self, settings: &Settings) -> Result<Option<PathBuf>> {
+        if !settings.init.unwrap_or(self.defaults.init) || settings.host.pid_host {
+            return Ok(None);
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        find_init(self.defaults.init_path.as_deref(), &path).map(Some)
     }
 
     /// `POST /containers/{id}/exec`: records an exec for a running container.
@@ -480,7 +560,7 @@ impl Containers {
                         tracing::info!(container = %rec.id, shim = rec.state.shim_pid, paused = rec.state.paused, "re-adopting running container");
                         // The freezer is the truth: a crash between freezing and recording,
                         // or a thaw by hand, shows there.
-                        let frozen = berth_runtime::Cgroup::open(&cgroups_path(&rec.id))
+                        let frozen = berth_runtime::Cgroup::open(&cgroups_path(&rec))
                             .ok()
                             .and_then(|cg| cg.frozen());
                         if let Some(frozen) = frozen.filter(|f| *f != rec.state.paused) {
@@ -619,6 +699,8 @@ impl Containers {
             })?;
         let id = new_id();
         let parsed = settings::parse(body, &image.record, &id)?;
+        // Checked now, so a missing init fails the create and leaves nothing behind.
+        self.init_binary(&parsed.settings)?;
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(n);
@@ -904,8 +986,10 @@ impl Containers {
             mounts: s.mounts.iter().map(|m| m.to_spec()).collect(),
             readonly_rootfs: s.readonly_rootfs,
             etc,
-            cgroups_path: cgroups_path(&rec.id),
+            cgroups_path: cgroups_path(rec),
             resources: s.resources.clone(),
+            host: s.host.clone(),
+            init: self.init_binary(s)?,
         };
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
@@ -934,7 +1018,8 @@ impl Containers {
             tty: s.tty,
             console_size: s.console_size,
             resize_fifo: s.tty.then(|| self.resize_fifo(&rec.id)),
-            cgroups_path: Some(cgroups_path(&rec.id)),
+            cgroups_path: spec.cgroups_path.clone(),
+            oom_kill_disable: s.resources.oom_kill_disable,
         };
         let shim_path = dir.join("shim.json");
         berth_runtime::write_cached(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
@@ -1127,7 +1212,7 @@ impl Containers {
             .and_then(|s| settings::parse_signal(s).ok());
         let ends_it = signal == nix::sys::signal::Signal::SIGKILL || own_stop.is_none_or(|s| s == signal);
         if rec.paused() && ends_it {
-            let thawed = berth_runtime::Cgroup::open(&cgroups_path(&rec.id)).and_then(|cg| cg.thaw());
+            let thawed = berth_runtime::Cgroup::open(&cgroups_path(rec)).and_then(|cg| cg.thaw());
             match thawed {
                 Ok(()) => {
                     self.update(entry, |r| r.state.paused = false)?;
@@ -1540,5 +1625,32 @@ mod tests {
             Some("nosuch")
         );
         assert_eq!(missing_executable("something else"), None);
+    }
+
+    #[test]
+    fn init_binary_lookup() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tini = bin.join("tini-static");
+        std::fs::write(&tini, b"#!/bin/true\n").unwrap();
+        std::fs::set_permissions(&tini, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+        // No docker-init in this PATH (the libexec directories may hold one on a host with
+        // dockerd; then that one wins, as with dockerd).
+        let found = find_init(None, &path).unwrap();
+        assert!(found == tini || found.starts_with("/usr"), "{}", found.display());
+        assert_eq!(find_init(Some(&tini), "").unwrap(), tini);
+        let err = find_init(Some(&d.path().join("nope")), &path).unwrap_err().to_string();
+        assert!(
+            err.contains("nope (given with --init-path)") && err.contains("--init-path"),
+            "{err}"
+        );
+        if !INIT_DIRS.iter().any(|dir| Path::new(dir).join("docker-init").exists()) {
+            let err = find_init(None, "/nonexistent").unwrap_err().to_string();
+            assert!(err.contains("/usr/libexec/docker/docker-init"), "{err}");
+            assert!(err.contains("/nonexistent/tini-static"), "{err}");
+        }
     }
 }

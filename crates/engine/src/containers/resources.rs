@@ -24,7 +24,7 @@ impl Containers {
             }
         })?;
         if rec.running() && u.live != berth_runtime::Resources::default() {
-            let path = cgroups_path(&rec.id);
+            let path = cgroups_path(&rec);
             let live = u.live;
             let applied =
                 tokio::task::spawn_blocking(move || berth_runtime::Cgroup::open(&path).and_then(|cg| cg.update(&live)))
@@ -72,7 +72,7 @@ impl Containers {
         } else if !rec.paused() {
             return Err(Error::NotPaused { id: rec.id });
         }
-        let path = cgroups_path(&rec.id);
+        let path = cgroups_path(&rec);
         let done = tokio::task::spawn_blocking(move || {
             let cg = berth_runtime::Cgroup::open(&path)?;
             if freeze { cg.freeze() } else { cg.thaw() }

@@ -140,6 +140,15 @@ pub(crate) struct Settings {
     pub(crate) console_size: Option<(u16, u16)>,
     #[serde(default)]
     pub(crate) restart: RestartPolicy,
+    /// Security options, devices, shared namespaces and limits.
+    #[serde(default)]
+    pub(crate) host: berth_runtime::HostOptions,
+    /// `--init`; `None`: the daemon's default (`berth daemon --init`).
+    #[serde(default)]
+    pub(crate) init: Option<bool>,
+    /// `--cgroup-parent` as an absolute cgroup path (`/a/b`); empty: `/berth`.
+    #[serde(default)]
+    pub(crate) cgroup_parent: String,
 }
 
 /// A create request, understood.
@@ -195,26 +204,13 @@ const HOST_CONFIG_NOT_BUILT: &[(&str, &str)] = &[
     ("BlkioDeviceWriteBps", "--device-write-bps"),
     ("BlkioDeviceReadIOps", "--device-read-iops"),
     ("BlkioDeviceWriteIOps", "--device-write-iops"),
-    ("Devices", "--device"),
-    ("DeviceCgroupRules", "--device-cgroup-rule"),
     ("DeviceRequests", "--gpus"),
     ("PortBindings", "-p/--publish"),
     ("PublishAllPorts", "-P/--publish-all"),
     ("Links", "--link"),
     ("VolumesFrom", "--volumes-from"),
-    ("CgroupParent", "--cgroup-parent"),
-    ("PidMode", "--pid"),
-    ("UTSMode", "--uts"),
     ("UsernsMode", "--userns"),
-    ("SecurityOpt", "--security-opt"),
-    ("Init", "--init"),
-    ("Ulimits", "--ulimit"),
-    ("Sysctls", "--sysctl"),
-    ("OomKillDisable", "--oom-kill-disable"),
-    ("OomScoreAdj", "--oom-score-adj"),
-    ("GroupAdd", "--group-add"),
     ("StorageOpt", "--storage-opt"),
-    ("ShmSize", "--shm-size"),
     ("MemorySwappiness", "--memory-swappiness"),
     ("IOMaximumIOps", "--io-maxiops"),
     ("IOMaximumBandwidth", "--io-maxbandwidth"),
@@ -236,15 +232,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
             return Err(not_built(format!("{flag} (HostConfig.{field})")));
         }
     }
-    let resources = resources(hc)?;
-    match hc.get("CgroupnsMode").and_then(Value::as_str).unwrap_or("") {
-        "" | "private" => {}
-        other => return Err(not_built(format!("--cgroupns {other}"))),
-    }
-    match hc.get("IpcMode").and_then(Value::as_str).unwrap_or("") {
-        "" | "private" | "shareable" => {}
-        other => return Err(not_built(format!("--ipc {other}"))),
-    }
+    let mut resources = resources(hc)?;
     match hc.get("Runtime").and_then(Value::as_str).unwrap_or("") {
         "" | "runc" | "berth" => {}
         other => return Err(invalid(format!("unknown or invalid runtime name: {other}"))),
@@ -357,9 +345,14 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         u if !u.is_empty() => u,
         _ => ic.user.clone().unwrap_or_default(),
     };
+    let privileged = hc.get("Privileged").and_then(Value::as_bool).unwrap_or(false);
+    let host = host_options(hc, network, &mut resources, &mut warnings)?;
     let mut hostname = string(config.get("Hostname"));
+    if host.uts_host && !hostname.is_empty() {
+        return Err(invalid("conflicting options: hostname and the UTS mode"));
+    }
     if hostname.is_empty() {
-        hostname = if network == Network::Host {
+        hostname = if network == Network::Host || host.uts_host {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| id[..12].to_owned())
@@ -512,7 +505,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         hostname: hostname.clone(),
         domainname: domainname.clone(),
         network,
-        privileged: hc.get("Privileged").and_then(Value::as_bool).unwrap_or(false),
+        privileged,
         cap_add: strings(hc.get("CapAdd")),
         cap_drop: strings(hc.get("CapDrop")),
         mounts,
@@ -530,6 +523,9 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         tty,
         console_size,
         restart,
+        host,
+        init: hc.get("Init").and_then(Value::as_bool),
+        cgroup_parent: cgroup_parent(hc)?,
     };
     // Capabilities are checked now, not at start.
     berth_runtime::check_capabilities(&settings.cap_add, &settings.cap_drop)?;
@@ -575,6 +571,20 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         if memory > 0 && o.get("MemorySwap").and_then(Value::as_i64).unwrap_or(0) == 0 {
             o.insert("MemorySwap".into(), json!(2 * memory));
         }
+        // The modes and sizes as resolved, as dockerd shows them.
+        let h = &settings.host;
+        o.insert(
+            "CgroupnsMode".into(),
+            json!(if h.cgroupns_host { "host" } else { "private" }),
+        );
+        if matches!(o.get("IpcMode").and_then(Value::as_str), None | Some("")) {
+            o.insert("IpcMode".into(), json!("private"));
+        }
+        o.insert(
+            "ShmSize".into(),
+            json!(h.shm_size.unwrap_or(berth_runtime::DEFAULT_SHM_SIZE)),
+        );
+        o.insert("OomKillDisable".into(), json!(settings.resources.oom_kill_disable));
         o.entry("LogConfig")
             .or_insert(json!({"Type": "json-file", "Config": {}}));
         if o.get("LogConfig").and_then(|l| l.get("Type")).and_then(Value::as_str) == Some("") {
@@ -623,6 +633,245 @@ pub(super) fn restart_policy(p: &Value, auto_remove: bool) -> Result<RestartPoli
     }
 }
 
+/// Whether the host runs the unified cgroup v2 hierarchy only.
+fn cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Whether the kernel enforces AppArmor (its module is loaded and enabled).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.starts_with('Y'))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `--security-opt`, `--device`, `--pid/--uts/--ipc/--cgroupns`, `--ulimit`, `--sysctl`,
+/// `--shm-size`, `--group-add`, `--oom-score-adj`, `--oom-kill-disable`, checked as dockerd
+/// (and runc, at start) check them.
+fn host_options(
+    hc: &Value,
+    network: Network,
+    resources: &mut berth_runtime::Resources,
+    warnings: &mut Vec<String>,
+) -> Result<berth_runtime::HostOptions, Error> {
+    use berth_runtime::{DeviceMapping, HostOptions, IpcMode, Seccomp, Ulimit};
+    let mut h = HostOptions::default();
+
+    for opt in strings(hc.get("SecurityOpt")) {
+        match opt.as_str() {
+            "no-new-privileges" => {
+                h.no_new_privileges = true;
+                continue;
+            }
+            "writable-cgroups" => {
+                h.writable_cgroups = Some(true);
+                continue;
+            }
+            "disable" => continue,
+            _ => {}
+        }
+        let (key, value) = opt
+            .split_once('=')
+            .or_else(|| opt.split_once(':'))
+            .ok_or_else(|| invalid(format!("invalid --security-opt 1: {opt:?}")))?;
+        match key {
+            "label" if value == "disable" => {}
+            "label" => {
+                return Err(invalid(format!(
+                    "--security-opt {opt}: SELinux labels are not supported (berth runs without SELinux); only label=disable is accepted"
+                )));
+            }
+            "apparmor" if value == "unconfined" => {}
+            "apparmor" if apparmor_enabled() => h.apparmor_profile = Some(value.to_owned()),
+            "apparmor" => {
+                return Err(invalid(format!(
+                    "--security-opt {opt}: AppArmor is not enabled on this host, so profile {value:?} cannot be applied; use apparmor=unconfined or leave the option out"
+                )));
+            }
+            "seccomp" => {
+                h.seccomp = match value {
+                    "unconfined" => Seccomp::Unconfined,
+                    "builtin" => Seccomp::Default,
+                    profile => {
+                        berth_runtime::check_seccomp_profile(profile)?;
+                        Seccomp::Profile(profile.to_owned())
+                    }
+                };
+            }
+            "no-new-privileges" | "writable-cgroups" => {
+                let v = parse_bool(value).ok_or_else(|| invalid(format!("invalid --security-opt 2: {opt:?}")))?;
+                if key == "no-new-privileges" {
+                    h.no_new_privileges = v;
+                } else {
+                    h.writable_cgroups = Some(v);
+                }
+            }
+            _ => return Err(invalid(format!("invalid --security-opt 2: {opt:?}"))),
+        }
+    }
+
+    // Namespaces.
+    let mode = |k: &str| hc.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    match mode("PidMode").as_str() {
+        "" => {}
+        "host" => h.pid_host = true,
+        m if m.starts_with("container:") => return Err(not_built(format!("--pid {m}"))),
+        m => return Err(invalid(format!("invalid PID mode: {m}"))),
+    }
+    match mode("UTSMode").as_str() {
+        "" => {}
+        "host" => h.uts_host = true,
+        m => return Err(invalid(format!("invalid UTS mode: {m}"))),
+    }
+    h.ipc = match mode("IpcMode").as_str() {
+        "" | "private" | "shareable" => IpcMode::Private,
+        "host" => IpcMode::Host,
+        "none" => IpcMode::None,
+        m if m.starts_with("container:") => return Err(not_built(format!("--ipc {m}"))),
+        m => return Err(invalid(format!("invalid IPC mode: {m}"))),
+    };
+    h.cgroupns_host = match mode("CgroupnsMode").as_str() {
+        "host" => true,
+        "private" => false,
+        // dockerd's default: private on cgroup v2, the host's on v1 (privileged or not).
+        "" => !cgroup_v2(),
+        m => return Err(invalid(format!("invalid cgroup namespace mode: {m}"))),
+    };
+
+    // Devices.
+    if let Some(devices) = hc.get("Devices").and_then(Value::as_array) {
+        for d in devices {
+            let on_host = string(d.get("PathOnHost"));
+            if on_host.is_empty() {
+                return Err(invalid("invalid device mapping: PathOnHost is empty"));
+            }
+            let mut in_container = string(d.get("PathInContainer"));
+            if in_container.is_empty() {
+                in_container = on_host.clone();
+            }
+            if !in_container.starts_with('/') {
+                return Err(invalid(format!(
+                    "invalid device mapping {on_host}:{in_container}: the path in the container must be absolute"
+                )));
+            }
+            let mut permissions = string(d.get("CgroupPermissions"));
+            if permissions.is_empty() {
+                permissions = "rwm".to_owned();
+            }
+            if permissions.len() > 3 || !permissions.bytes().all(|b| matches!(b, b'r' | b'w' | b'm')) {
+                return Err(invalid(format!(
+                    "invalid device mode {permissions:?} for {on_host}: use a combination of r, w and m"
+                )));
+            }
+            let mapping = DeviceMapping {
+                path_on_host: PathBuf::from(on_host),
+                path_in_container: in_container,
+                permissions,
+            };
+            berth_runtime::check_device(&mapping)?;
+            h.devices.push(mapping);
+        }
+    }
+    for rule in strings(hc.get("DeviceCgroupRules")) {
+        berth_runtime::check_device_cgroup_rule(&rule)?;
+        h.device_cgroup_rules.push(rule);
+    }
+
+    // Limits.
+    if let Some(ulimits) = hc.get("Ulimits").and_then(Value::as_array) {
+        for u in ulimits {
+            let ulimit = Ulimit {
+                name: string(u.get("Name")),
+                soft: u.get("Soft").and_then(Value::as_i64).unwrap_or(0),
+                hard: u.get("Hard").and_then(Value::as_i64).unwrap_or(0),
+            };
+            berth_runtime::check_ulimit(&ulimit)?;
+            h.ulimits.retain(|x| x.name != ulimit.name);
+            h.ulimits.push(ulimit);
+        }
+    }
+    if let Some(sysctls) = hc.get("Sysctls").and_then(Value::as_object) {
+        for (k, v) in sysctls {
+            h.sysctls.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+        }
+        berth_runtime::check_sysctls(&h.sysctls, network == Network::Host, h.ipc == IpcMode::Host, h.uts_host)?;
+    }
+    match hc.get("ShmSize").and_then(Value::as_i64).unwrap_or(0) {
+        n if n < 0 => return Err(invalid("SHM size can not be less than 0")),
+        0 => {}
+        n => h.shm_size = Some(n as u64),
+    }
+    h.group_add = strings(hc.get("GroupAdd"));
+    if let Some(score) = hc.get("OomScoreAdj").and_then(Value::as_i64).filter(|&s| s != 0) {
+        if !(-1000..=1000).contains(&score) {
+            return Err(invalid(format!(
+                "Invalid value {score}, range for oom score adj is [-1000, 1000]"
+            )));
+        }
+        if score < 0 && !has_effective_cap(24) {
+            return Err(invalid(format!(
+                "--oom-score-adj {score}: lowering the OOM score needs CAP_SYS_RESOURCE, which this daemon does not have; use a value from 0 to 1000"
+            )));
+        }
+        h.oom_score_adj = Some(score as i32);
+    }
+    if hc.get("OomKillDisable").and_then(Value::as_bool) == Some(true) {
+        if cgroup_v2() || !std::path::Path::new("/sys/fs/cgroup/memory/memory.oom_control").exists() {
+            warnings.push("Your kernel does not support OomKillDisable. OomKillDisable discarded.".to_owned());
+        } else {
+            if resources.memory.is_none() {
+                warnings.push(
+                    "OOM killer is disabled for the container, but no memory limit is set, this can result in the system running out of resources."
+                        .to_owned(),
+                );
+            }
+            resources.oom_kill_disable = true;
+        }
+    }
+    Ok(h)
+}
+
+/// Whether this process has capability number `bit` in its effective set.
+fn has_effective_cap(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|eff| eff & (1 << bit) != 0)
+}
+
+/// `--cgroup-parent`: a name or a path, kept inside the cgroup hierarchy, as `/a/b`.
+fn cgroup_parent(hc: &Value) -> Result<String, Error> {
+    let given = string(hc.get("CgroupParent"));
+    let mut parts = Vec::new();
+    for part in given.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(invalid(format!(
+                    "invalid --cgroup-parent {given:?}: '..' would leave the cgroup hierarchy; give a name or a path below it"
+                )));
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", parts.join("/"))
+    })
+}
+
 /// The cgroup limits, checked as dockerd checks them.
 pub(super) fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
     let int = |k: &str| hc.get(k).and_then(Value::as_i64).filter(|&v| v != 0);
@@ -642,6 +891,7 @@ pub(super) fn resources(hc: &Value) -> Result<berth_runtime::Resources, Error> {
         cpuset_cpus: text("CpusetCpus"),
         cpuset_mems: text("CpusetMems"),
         pids_limit: int("PidsLimit").filter(|&v| v > 0),
+        oom_kill_disable: false,
     };
     if let Some(m) = r.memory {
         if m < 6 * 1024 * 1024 {
@@ -1032,8 +1282,83 @@ mod tests {
             ),
             (json!({"HostConfig": {"NanoCpus": 1000}}), "Range of CPUs"),
             (
-                json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse"}]}}),
-                "--device",
+                json!({"HostConfig": {"Devices": [{"PathOnHost": "/proc/version"}]}}),
+                "adding custom device \"/proc/version\": not a device node",
+            ),
+            (
+                json!({"HostConfig": {"Devices": [{"PathOnHost": "/dev/null", "CgroupPermissions": "rwx"}]}}),
+                "invalid device mode",
+            ),
+            (
+                json!({"HostConfig": {"DeviceCgroupRules": ["c 1:3"]}}),
+                "invalid device cgroup format 'c 1:3'",
+            ),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["label"]}}),
+                "invalid --security-opt 1: \"label\"",
+            ),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["unknown=something"]}}),
+                "invalid --security-opt 2: \"unknown=something\"",
+            ),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["no-new-privileges=maybe"]}}),
+                "invalid --security-opt 2",
+            ),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["label=level:s0"]}}),
+                "only label=disable is accepted",
+            ),
+            (
+                json!({"HostConfig": {"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_NOPE\"}"]}}),
+                "Decoding seccomp profile failed",
+            ),
+            (
+                json!({"HostConfig": {"PidMode": "private"}}),
+                "invalid PID mode: private",
+            ),
+            (json!({"HostConfig": {"PidMode": "container:db"}}), "--pid container:db"),
+            (json!({"HostConfig": {"UTSMode": "other"}}), "invalid UTS mode: other"),
+            (json!({"HostConfig": {"IpcMode": "weird"}}), "invalid IPC mode: weird"),
+            (
+                json!({"HostConfig": {"CgroupnsMode": "both"}}),
+                "invalid cgroup namespace mode: both",
+            ),
+            (
+                json!({"Hostname": "h", "HostConfig": {"UTSMode": "host"}}),
+                "conflicting options: hostname and the UTS mode",
+            ),
+            (
+                json!({"HostConfig": {"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}}),
+                "not allowed in the hosts network namespace",
+            ),
+            (
+                json!({"HostConfig": {"IpcMode": "host", "Sysctls": {"kernel.shmmax": "1"}}}),
+                "not allowed in the hosts ipc namespace",
+            ),
+            (
+                json!({"HostConfig": {"Sysctls": {"vm.swappiness": "1"}}}),
+                "not in a separate kernel namespace",
+            ),
+            (
+                json!({"HostConfig": {"Ulimits": [{"Name": "nofiles", "Soft": 1, "Hard": 1}]}}),
+                "invalid ulimit type: nofiles",
+            ),
+            (
+                json!({"HostConfig": {"Ulimits": [{"Name": "nofile", "Soft": 2, "Hard": 1}]}}),
+                "soft limit must be less than or equal to hard limit",
+            ),
+            (
+                json!({"HostConfig": {"ShmSize": -1}}),
+                "SHM size can not be less than 0",
+            ),
+            (
+                json!({"HostConfig": {"OomScoreAdj": 1001}}),
+                "range for oom score adj is [-1000, 1000]",
+            ),
+            (
+                json!({"HostConfig": {"CgroupParent": "a/../../b"}}),
+                "would leave the cgroup hierarchy",
             ),
             (
                 json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
@@ -1090,7 +1415,7 @@ mod tests {
             assert!(err.to_string().contains(want), "{body}: {err}");
         }
         // The CLI's defaults are not refusals.
-        let ok = json!({"HostConfig": {"MemorySwap": 0, "PidsLimit": null, "MemorySwappiness": -1, "ShmSize": 0, "CgroupnsMode": "private", "IpcMode": "private", "RestartPolicy": {"Name": "no"}}});
+        let ok = json!({"HostConfig": {"MemorySwap": 0, "PidsLimit": null, "MemorySwappiness": -1, "ShmSize": 0, "CgroupnsMode": "private", "IpcMode": "private", "RestartPolicy": {"Name": "no"}, "OomKillDisable": false, "Init": null, "SecurityOpt": null}});
         parse(&ok, &image(), ID).unwrap();
         let limits =
             json!({"HostConfig": {"Memory": 67108864, "NanoCpus": 500000000, "PidsLimit": 20, "CpuShares": 512}});
@@ -1099,6 +1424,52 @@ mod tests {
         assert_eq!((r.cpu_quota, r.cpu_period), (Some(50_000), Some(100_000)));
         assert_eq!(r.pids_limit, Some(20));
         assert_eq!(r.cpu_shares, Some(512));
+    }
+
+    #[test]
+    fn host_options_as_dockerd_reads_them() {
+        let body = json!({"HostConfig": {
+            "SecurityOpt": ["no-new-privileges:true", "seccomp=unconfined", "label=disable", "apparmor=unconfined"],
+            "PidMode": "host", "UTSMode": "host", "IpcMode": "none", "CgroupnsMode": "private",
+            "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull", "CgroupPermissions": "rw"}],
+            "DeviceCgroupRules": ["b 7:* rwm"],
+            "Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}, {"Name": "nproc", "Soft": -1, "Hard": -1}],
+            "Sysctls": {"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456"},
+            "ShmSize": 8388608, "GroupAdd": ["audio", "1234"], "OomScoreAdj": 500,
+            "CgroupParent": "//site/./jobs/", "Init": true,
+        }});
+        let p = parse(&body, &image(), ID).unwrap();
+        let h = &p.settings.host;
+        assert!(h.no_new_privileges);
+        assert_eq!(h.seccomp, berth_runtime::Seccomp::Unconfined);
+        assert!(h.pid_host && h.uts_host && !h.cgroupns_host);
+        assert_eq!(h.ipc, berth_runtime::IpcMode::None);
+        assert_eq!(h.devices[0].path_in_container, "/dev/mynull");
+        assert_eq!(h.devices[0].permissions, "rw");
+        assert_eq!(h.ulimits.len(), 2);
+        assert_eq!(h.sysctls["kernel.shmmax"], "123456");
+        assert_eq!(h.shm_size, Some(8 << 20));
+        assert_eq!(h.group_add, ["audio", "1234"]);
+        assert_eq!(h.oom_score_adj, Some(500));
+        assert_eq!(p.settings.cgroup_parent, "/site/jobs");
+        assert_eq!(p.settings.init, Some(true));
+        // With the host's UTS namespace the hostname is the host's.
+        assert_eq!(
+            p.settings.hostname,
+            nix::unistd::gethostname().unwrap().to_string_lossy()
+        );
+        assert_eq!(p.host_config["CgroupnsMode"], "private");
+        assert_eq!(p.host_config["ShmSize"], 8388608);
+        // Defaults as dockerd shows them.
+        let p = parse(&json!({}), &image(), ID).unwrap();
+        assert_eq!(p.host_config["IpcMode"], "private");
+        assert_eq!(p.host_config["ShmSize"], 64 << 20);
+        assert_eq!(
+            p.host_config["CgroupnsMode"],
+            if cgroup_v2() { "private" } else { "host" }
+        );
+        assert_eq!(p.settings.host.seccomp, berth_runtime::Seccomp::Default);
+        assert_eq!(p.settings.init, None);
     }
 
     #[test]

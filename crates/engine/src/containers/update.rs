@@ -215,6 +215,8 @@ pub(crate) fn update(hc: &Value, req: &Value, id: &str, auto_remove: bool) -> Re
         cpuset_cpus: (!cpus.is_empty()).then_some(cpus),
         cpuset_mems: (!mems.is_empty()).then_some(mems),
         pids_limit: pids.map(|p| if p > 0 { p } else { -1 }),
+        // Not changeable by `docker update` (dockerd neither); the live write skips it.
+        oom_kill_disable: false,
     };
     Ok(Update {
         host_config: merged,
