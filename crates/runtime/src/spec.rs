@@ -394,7 +394,13 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
     if !spec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         let mut readonly: Vec<&str> = READONLY_PATHS.to_vec();
-        if !h.writable_cgroups.unwrap_or(false) {
+        // A user's own mount of (or under) /sys/fs/cgroup is theirs, ro or rw as they said
+        // (`-v /sys/fs/cgroup:/sys/fs/cgroup:rw` for systemd images).
+        let user_cgroup_mount = spec.mounts.iter().any(|m| {
+            let (MountSpec::Bind { destination, .. } | MountSpec::Tmpfs { destination, .. }) = m;
+            destination == "/sys/fs/cgroup" || destination.starts_with("/sys/fs/cgroup/")
+        });
+        if !h.writable_cgroups.unwrap_or(false) && !user_cgroup_mount {
             readonly.extend(cgroup_v1_mounts().iter().map(String::as_str));
         }
         linux["readonlyPaths"] = json!(readonly);
@@ -531,6 +537,14 @@ fn mounts(spec: &ContainerSpec) -> Vec<Value> {
             MountSpec::Bind { destination, .. } | MountSpec::Tmpfs { destination, .. } => destination.as_str(),
         })
         .collect();
+    // As moby's WithMounts: a user's mount replaces the default one at the same place (so
+    // `-v /sys/fs/cgroup:/sys/fs/cgroup:rw` is the host's tree, not a read-only one under
+    // it), and a user's /dev replaces everything the defaults put under /dev.
+    out.retain(|m| {
+        let dest = m["destination"].as_str().unwrap_or("");
+        let replaced = user_dests.contains(dest) || (user_dests.contains("/dev") && dest.starts_with("/dev/"));
+        !replaced
+    });
     for (dest, src) in [
         ("/etc/resolv.conf", &spec.etc.resolv_conf),
         ("/etc/hostname", &spec.etc.hostname),

@@ -275,6 +275,7 @@ fn inspect(image: &Image) -> Value {
             "Entrypoint": c.entrypoint,
             "OnBuild": null,
             "Labels": c.labels,
+            "StopSignal": c.stop_signal,
         },
         "Architecture": r.config.architecture,
         "Os": r.config.os,

@@ -351,12 +351,9 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("GET", "/v1.45/containers/x/changes").await;
+        let (s, _, body) = call("GET", "/v1.45/networks/x").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(
-            message(&body),
-            "berth: GET /containers/x/changes is not implemented yet"
-        );
+        assert_eq!(message(&body), "berth: GET /networks/x is not implemented yet");
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

@@ -1190,17 +1190,19 @@ impl Containers {
     /// Sends `signal` to the container's init process. A paused container is thawed after
     /// a signal meant to end it (SIGKILL, its stop signal, or any signal when it has no
     /// stop signal of its own), as dockerd does: a frozen process cannot act on it.
-    fn signal(&self, entry: &Entry, rec: &Record, signal: nix::sys::signal::Signal) -> Result<()> {
+    fn signal(&self, entry: &Entry, rec: &Record, signal: i32) -> Result<()> {
         if rec.state.pid <= 0 {
             return Err(Error::NotRunning { id: rec.id.clone() });
         }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.state.pid), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => {
+        // libc's kill: real-time signals (systemd's SIGRTMIN+3) have no nix::Signal.
+        // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+        if unsafe { libc::kill(rec.state.pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(Error::Io {
                     op: "signal",
                     path: PathBuf::from(format!("/proc/{}", rec.state.pid)),
-                    source: e.into(),
+                    source: e,
                 });
             }
         }
@@ -1210,7 +1212,7 @@ impl Containers {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .and_then(|s| settings::parse_signal(s).ok());
-        let ends_it = signal == nix::sys::signal::Signal::SIGKILL || own_stop.is_none_or(|s| s == signal);
+        let ends_it = signal == libc::SIGKILL || own_stop.is_none_or(|s| s == signal);
         if rec.paused() && ends_it {
             let thawed = berth_runtime::Cgroup::open(&cgroups_path(rec)).and_then(|cg| cg.thaw());
             match thawed {
@@ -1232,7 +1234,7 @@ impl Containers {
         let sig = settings::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
         self.update(entry, |r| r.manually_stopped = true)?;
         self.signal(entry, &rec, sig)?;
-        self.emit(&rec, "kill", &[("signal", (sig as i32).to_string())]);
+        self.emit(&rec, "kill", &[("signal", sig.to_string())]);
         Ok(())
     }
 
@@ -1270,7 +1272,7 @@ impl Containers {
             return Ok(true);
         }
         tracing::info!(container = %rec.id, timeout = t, "container did not stop in time; killing it");
-        self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
+        self.signal(entry, &rec, libc::SIGKILL)?;
         Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         self.emit(&rec, "stop", &[]);
         Ok(true)
@@ -1286,7 +1288,7 @@ impl Containers {
             let rx = entry.subscribe();
             let exits = rx.borrow().exits;
             self.update(entry, |r| r.manually_stopped = true)?;
-            self.signal(entry, &rec, nix::sys::signal::Signal::SIGKILL)?;
+            self.signal(entry, &rec, libc::SIGKILL)?;
             Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         }
         let _op = entry.op.lock().await;

@@ -490,11 +490,15 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         }
     }
 
-    let stop_signal = match string(config.get("StopSignal")) {
-        s if !s.is_empty() => {
-            parse_signal(&s)?;
-            s
+    // The request's, else the image's (`STOPSIGNAL`; SIGRTMIN+3 for systemd images), else
+    // SIGTERM, as dockerd merges it.
+    let requested_stop = string(config.get("StopSignal"));
+    let stop_signal = match (requested_stop.as_str(), ic.stop_signal.as_deref()) {
+        (s, _) if !s.is_empty() => {
+            parse_signal(s)?;
+            s.to_owned()
         }
+        (_, Some(s)) if !s.is_empty() && parse_signal(s).is_ok() => s.to_owned(),
         _ => "SIGTERM".to_owned(),
     };
     let settings = Settings {
@@ -558,7 +562,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
         "OnBuild": null,
         "Labels": labels,
-        "StopSignal": config.get("StopSignal").cloned().unwrap_or(Value::Null),
+        "StopSignal": if requested_stop.is_empty() { json!(ic.stop_signal) } else { json!(requested_stop) },
         "StopTimeout": config.get("StopTimeout").cloned().unwrap_or(Value::Null),
         "ExposedPorts": config.get("ExposedPorts").cloned().unwrap_or(Value::Null),
     });
@@ -1193,19 +1197,44 @@ fn parse_mount(m: &Value) -> Result<MountRec, Error> {
 }
 
 /// `SIGTERM`, `TERM`, `15` -> the signal.
-pub(crate) fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, Error> {
+/// A signal by name (`SIGTERM`, `TERM`, `SIGRTMIN+3`, `RTMAX-1`) or number, as dockerd
+/// reads `--stop-signal`, `STOPSIGNAL` and `docker kill -s`: its number.
+pub(crate) fn parse_signal(s: &str) -> Result<i32, Error> {
     use std::str::FromStr;
     let bad = || invalid(format!("Invalid signal: {s}"));
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
+        return if (1..=rtmax).contains(&n) { Ok(n) } else { Err(bad()) };
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let rt = |rest: &str, base: i32, sign: i32| -> Result<i32, Error> {
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            let (op, n) = rest.split_at(1);
+            match (op, n.parse::<i32>()) {
+                ("+", Ok(n)) if sign > 0 => n,
+                ("-", Ok(n)) if sign < 0 => n,
+                _ => return Err(bad()),
+            }
+        };
+        let n = base + sign * off;
+        if (rtmin..=rtmax).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        }
     };
-    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        return rt(rest, rtmin, 1);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        return rt(rest, rtmax, -1);
+    }
+    nix::sys::signal::Signal::from_str(&format!("SIG{name}"))
+        .map(|sig| sig as i32)
+        .map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -1526,5 +1555,18 @@ mod tests {
         assert_eq!(m.len(), 4, "/data is not mounted twice: {m:?}");
         assert_eq!(p.config["Volumes"], json!({"/cache": {}, "/data": {}, "/scratch": {}}));
         assert_eq!(clean_path("/a//b/./c/"), "/a/b/c");
+    }
+
+    #[test]
+    fn signals_by_name_number_and_real_time() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("kill").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("SIGRTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
+        assert_eq!(parse_signal("RTMIN").unwrap(), libc::SIGRTMIN());
+        assert_eq!(parse_signal("SIGRTMAX-1").unwrap(), libc::SIGRTMAX() - 1);
+        for bad in ["SIGNOPE", "RTMIN-1", "SIGRTMAX+1", "RTMIN+99", "0", "65", ""] {
+            assert!(parse_signal(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
