@@ -83,18 +83,7 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-        Err(anyhow!(message))
+        Err(daemon_error(resp).await)
     }
 
     /// A request that asks to take over the connection (`Upgrade: tcp`, as the docker CLI
@@ -133,18 +122,7 @@ impl Client {
             return Ok(Upgraded::Raw(TokioIo::new(upgraded)));
         }
         if !resp.status().is_success() {
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-            return Err(anyhow!(message));
+            return Err(daemon_error(resp).await);
         }
         Ok(Upgraded::Body(resp.into_body()))
     }
@@ -154,6 +132,43 @@ impl Client {
         let resp = self.request(Method::GET, path, &[], empty()).await?;
         json_body(resp).await
     }
+}
+
+/// docker's `-f KEY=VALUE` flags as the API's `filters` JSON (`{"KEY":{"VALUE":true}}`); empty
+/// when there are none.
+pub(crate) fn filters_json(filters: &[String], extra: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, bool>> =
+        std::collections::BTreeMap::new();
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("invalid filter {f:?}: expected KEY=VALUE");
+        };
+        map.entry(k.to_owned()).or_default().insert(v.to_owned(), true);
+    }
+    for (k, v) in extra {
+        map.entry((*k).to_owned()).or_default().insert((*v).to_owned(), true);
+    }
+    Ok(if map.is_empty() {
+        String::new()
+    } else {
+        serde_json::json!(map).to_string()
+    })
+}
+
+/// A failed answer as an error: the daemon's `{"message"}`, else the status and the body.
+async fn daemon_error(resp: Response<Incoming>) -> anyhow::Error {
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+    anyhow!(message)
 }
 
 /// A hijacked connection: both directions raw, or (from a daemon that does not upgrade) the

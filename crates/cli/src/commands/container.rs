@@ -3,7 +3,6 @@
 //! (`run` is create, attach, wait and start, with the attach and wait opened before the start
 //! so no output and no exit is missed).
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
@@ -12,7 +11,7 @@ use hyper::Method;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{Client, Upgraded, empty, json_body, path_name, query};
+use crate::client::{Client, Upgraded, empty, filters_json, json_body, path_name, query};
 use crate::commands::images::{ago, short_id, table};
 use crate::printer::Printer;
 
@@ -434,18 +433,7 @@ enum Format {
 }
 
 pub(crate) async fn ps(args: PsArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
-    let mut filters: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
-    for f in &args.filters {
-        let Some((k, v)) = f.split_once('=') else {
-            bail!("invalid filter {f:?}: expected KEY=VALUE");
-        };
-        filters.entry(k.to_owned()).or_default().insert(v.to_owned(), true);
-    }
-    let filters = if filters.is_empty() {
-        String::new()
-    } else {
-        json!(filters).to_string()
-    };
+    let filters = filters_json(&args.filters, &[])?;
     let mut pairs = vec![];
     if args.all {
         pairs.push(("all", "1"));
@@ -522,17 +510,26 @@ pub(crate) struct NamesArgs {
     containers: Vec<String>,
 }
 
-/// Runs `each` for every container, printing the name of each one it succeeded for and the
-/// error of each that failed; fails when one did.
-async fn for_each<F, Fut>(names: &[String], printer: &Printer, mut each: F) -> anyhow::Result<()>
-where
-    F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
+/// Sends `method /containers/{name}{suffix}` for every container, printing the name of each
+/// one it succeeded for and the error of each that failed (`failed to {verb} NAME: …`); fails
+/// when one did, as docker does.
+async fn each_container(
+    names: &[String],
+    client: &Client,
+    printer: &Printer,
+    method: Method,
+    suffix: &str,
+    verb: &str,
+) -> anyhow::Result<()> {
     let mut failed = 0;
     for name in names {
-        match each(name.clone()).await {
-            Ok(()) => printer.line(name),
+        let path = format!("/containers/{}{suffix}", path_name(name));
+        let sent = client
+            .request(method.clone(), &path, &[], empty())
+            .await
+            .with_context(|| format!("failed to {verb} {name}"));
+        match sent {
+            Ok(_) => printer.line(name),
             Err(e) => {
                 printer.error(&e);
                 failed += 1;
@@ -543,19 +540,7 @@ where
 }
 
 pub(crate) async fn start(args: NamesArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
-    for_each(&args.containers, printer, |name| async move {
-        client
-            .request(
-                Method::POST,
-                &format!("/containers/{}/start", path_name(&name)),
-                &[],
-                empty(),
-            )
-            .await
-            .with_context(|| format!("failed to start {name}"))
-            .map(drop)
-    })
-    .await
+    each_container(&args.containers, client, printer, Method::POST, "/start", "start").await
 }
 
 #[derive(Args)]
@@ -579,23 +564,8 @@ pub(crate) async fn stop(args: StopArgs, client: &Client, printer: &Printer) -> 
     if let Some(s) = &args.signal {
         pairs.push(("signal", s));
     }
-    let q = query(&pairs);
-    for_each(&args.names.containers, printer, |name| {
-        let q = q.clone();
-        async move {
-            client
-                .request(
-                    Method::POST,
-                    &format!("/containers/{}/stop{q}", path_name(&name)),
-                    &[],
-                    empty(),
-                )
-                .await
-                .with_context(|| format!("failed to stop {name}"))
-                .map(drop)
-        }
-    })
-    .await
+    let suffix = format!("/stop{}", query(&pairs));
+    each_container(&args.names.containers, client, printer, Method::POST, &suffix, "stop").await
 }
 
 #[derive(Args)]
@@ -608,23 +578,8 @@ pub(crate) struct KillArgs {
 }
 
 pub(crate) async fn kill(args: KillArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
-    let q = query(&[("signal", &args.signal)]);
-    for_each(&args.names.containers, printer, |name| {
-        let q = q.clone();
-        async move {
-            client
-                .request(
-                    Method::POST,
-                    &format!("/containers/{}/kill{q}", path_name(&name)),
-                    &[],
-                    empty(),
-                )
-                .await
-                .with_context(|| format!("failed to kill {name}"))
-                .map(drop)
-        }
-    })
-    .await
+    let suffix = format!("/kill{}", query(&[("signal", &args.signal)]));
+    each_container(&args.names.containers, client, printer, Method::POST, &suffix, "kill").await
 }
 
 #[derive(Args)]
@@ -644,22 +599,7 @@ pub(crate) async fn rm(args: RmArgs, client: &Client, printer: &Printer) -> anyh
         ("force", if args.force { "1" } else { "0" }),
         ("v", if args.volumes { "1" } else { "0" }),
     ]);
-    for_each(&args.names.containers, printer, |name| {
-        let q = q.clone();
-        async move {
-            client
-                .request(
-                    Method::DELETE,
-                    &format!("/containers/{}{q}", path_name(&name)),
-                    &[],
-                    empty(),
-                )
-                .await
-                .with_context(|| format!("failed to remove {name}"))
-                .map(drop)
-        }
-    })
-    .await
+    each_container(&args.names.containers, client, printer, Method::DELETE, &q, "remove").await
 }
 
 pub(crate) async fn wait(args: NamesArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {

@@ -1,12 +1,10 @@
 //! `berth images`: `GET /images/json`, as docker's table, JSON lines or bare IDs.
 
-use std::collections::BTreeMap;
-
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::client::{Client, query};
+use crate::client::{Client, filters_json, query};
 use crate::printer::Printer;
 
 #[derive(Args)]
@@ -37,24 +35,8 @@ enum Format {
 }
 
 pub(crate) async fn run(args: ImagesArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
-    let mut filters: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
-    for f in &args.filters {
-        let Some((k, v)) = f.split_once('=') else {
-            bail!("invalid filter {f:?}: expected KEY=VALUE");
-        };
-        filters.entry(k.to_owned()).or_default().insert(v.to_owned(), true);
-    }
-    if let Some(r) = &args.reference {
-        filters
-            .entry("reference".to_owned())
-            .or_default()
-            .insert(r.clone(), true);
-    }
-    let filters = if filters.is_empty() {
-        String::new()
-    } else {
-        json!(filters).to_string()
-    };
+    let reference: Vec<(&str, &str)> = args.reference.iter().map(|r| ("reference", r.as_str())).collect();
+    let filters = filters_json(&args.filters, &reference)?;
     let mut pairs = vec![];
     if args.all {
         pairs.push(("all", "1"));
@@ -197,6 +179,7 @@ fn human_size(size: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sizes_durations_and_rows() {
