@@ -635,6 +635,39 @@ fn network_modes_mounts_and_capabilities() {
     assert_no_mounts_left(dir.path());
 }
 
+/// Runs `docker ARGS` inside a pseudo-terminal (`script`) set up by `stty`, types `input`
+/// after 1.5 s, and returns the exit status and everything the terminal showed.
+fn through_terminal(
+    daemon: &DaemonProcess,
+    stty: &str,
+    args: &str,
+    input: &'static [u8],
+) -> (std::process::ExitStatus, String) {
+    let docker = format!(
+        "{stty}; DOCKER_CONFIG={} docker -H {} {args}",
+        daemon.docker_config.display(),
+        daemon.paths.host()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &docker, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start script (util-linux)");
+    let out = drain(child.stdout.take());
+    let mut stdin = child.stdin.take().expect("piped");
+    let typist = thread::spawn(move || {
+        use std::io::Write;
+        thread::sleep(Duration::from_millis(1500));
+        let _ = stdin.write_all(input);
+        thread::sleep(Duration::from_secs(3));
+    });
+    let status = wait_deadline(&mut child, CLI_TIMEOUT).unwrap_or_else(|| panic!("docker {args} did not finish"));
+    let _ = typist.join();
+    (status, out.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
+}
+
 #[test]
 fn tty_run_it_through_a_terminal() {
     if !require(&[Prereq::Root, Prereq::Docker]) {
@@ -656,29 +689,12 @@ fn tty_run_it_through_a_terminal() {
     ]);
     assert_eq!(out.stdout, "is-a-tty\r\n/dev/pts/0\r\n", "{out}");
     // -it driven through a pseudo-terminal (`script`): the size, input, output, exit code.
-    let docker = format!(
-        "stty rows 33 cols 111; DOCKER_CONFIG={} docker -H {} run -it --rm --network none busybox sh",
-        daemon.docker_config.display(),
-        daemon.paths.host()
+    let (status, out) = through_terminal(
+        &daemon,
+        "stty rows 33 cols 111",
+        "run -it --rm --network none busybox sh",
+        b"stty size; echo hello-$((1+2)); exit 4\r",
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &docker, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start script (util-linux)");
-    let out = drain(child.stdout.take());
-    let mut stdin = child.stdin.take().expect("piped");
-    let typist = thread::spawn(move || {
-        use std::io::Write;
-        thread::sleep(Duration::from_millis(1500));
-        let _ = stdin.write_all(b"stty size; echo hello-$((1+2)); exit 4\r");
-        thread::sleep(Duration::from_secs(3));
-    });
-    let status = wait_deadline(&mut child, CLI_TIMEOUT).expect("docker run -it finished");
-    let _ = typist.join();
-    let out = out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     println!("$ docker run -it busybox sh (through script)\n{out}");
     assert_eq!(status.code(), Some(4), "{out}");
     assert!(out.contains("33 111\r\n"), "{out}");
@@ -703,29 +719,12 @@ fn tty_run_it_through_a_terminal() {
     let out = daemon.docker(&["exec", "-t", "host", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{out}");
     // exec -it through a pseudo-terminal: size, input, output, exit code.
-    let docker = format!(
-        "stty rows 21 cols 77; DOCKER_CONFIG={} docker -H {} exec -it -e GREETING=hi host sh",
-        daemon.docker_config.display(),
-        daemon.paths.host()
+    let (status, out) = through_terminal(
+        &daemon,
+        "stty rows 21 cols 77",
+        "exec -it -e GREETING=hi host sh",
+        b"stty size; echo $GREETING-$((2+3)); exit 5\r",
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &docker, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start script (util-linux)");
-    let out = drain(child.stdout.take());
-    let mut stdin = child.stdin.take().expect("piped");
-    let typist = thread::spawn(move || {
-        use std::io::Write;
-        thread::sleep(Duration::from_millis(1500));
-        let _ = stdin.write_all(b"stty size; echo $GREETING-$((2+3)); exit 5\r");
-        thread::sleep(Duration::from_secs(3));
-    });
-    let status = wait_deadline(&mut child, CLI_TIMEOUT).expect("docker exec -it finished");
-    let _ = typist.join();
-    let out = out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     println!("$ docker exec -it host sh (through script)\n{out}");
     assert_eq!(status.code(), Some(5), "{out}");
     assert!(out.contains("21 77\r\n"), "{out}");
