@@ -521,6 +521,39 @@ fn export_diff_commit_history_save() {
     let got = daemon.docker_ok(&["run", "--rm", "fs-test:v1"]);
     assert_eq!(got.stdout, "hi\n", "{got}");
 
+    // A container paused by hand stays paused through a commit (whose own freeze is then
+    // not needed, and whose thaw must not undo the user's pause).
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fs6",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    daemon.docker_ok(&["pause", "fs6"]);
+    daemon.docker_ok(&["commit", "fs6", "fs-test:paused"]);
+    let got = daemon.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}} {{.Id}}",
+        "fs6",
+    ]);
+    assert!(got.stdout.starts_with("paused true "), "{got}");
+    // The freezer itself, where the cgroup has one (v1); v2 keeps it in cgroup.freeze.
+    let id = got.stdout.split_whitespace().nth(2).unwrap_or_default();
+    let v1 = Path::new("/sys/fs/cgroup/freezer/berth").join(id).join("freezer.state");
+    let v2 = Path::new("/sys/fs/cgroup/berth").join(id).join("cgroup.freeze");
+    match (fs::read_to_string(&v1), fs::read_to_string(&v2)) {
+        (Ok(state), _) => assert_eq!(state.trim(), "FROZEN", "after the commit"),
+        (_, Ok(state)) => assert_eq!(state.trim(), "1", "after the commit"),
+        _ => panic!("no freezer file for {id}"),
+    }
+    daemon.docker_ok(&["rm", "-f", "fs6"]);
+
     // A stopped container with nothing changed: a new image, no new layer.
     daemon.docker_ok(&["create", "--name", "fs5", "busybox", "true"]);
     let got = daemon.docker_ok(&["commit", "--pause=false", "fs5", "fs-test:empty"]);

@@ -134,9 +134,10 @@ impl Client {
     }
 }
 
-/// docker's `-f KEY=VALUE` flags as the API's `filters` JSON (`{"KEY":{"VALUE":true}}`); empty
-/// when there are none.
-pub(crate) fn filters_json(filters: &[String], extra: &[(&str, &str)]) -> anyhow::Result<String> {
+/// The query of a listing (`/images/json`, `/containers/json`): `all=1` when `all`, and
+/// docker's `-f KEY=VALUE` flags (plus `extra` ones) as the API's `filters` JSON
+/// (`{"KEY":{"VALUE":true}}`).
+pub(crate) fn list_query(all: bool, filters: &[String], extra: &[(&str, &str)]) -> anyhow::Result<String> {
     let mut map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, bool>> =
         std::collections::BTreeMap::new();
     for f in filters {
@@ -148,11 +149,15 @@ pub(crate) fn filters_json(filters: &[String], extra: &[(&str, &str)]) -> anyhow
     for (k, v) in extra {
         map.entry((*k).to_owned()).or_default().insert((*v).to_owned(), true);
     }
-    Ok(if map.is_empty() {
-        String::new()
-    } else {
-        serde_json::json!(map).to_string()
-    })
+    let filters = serde_json::json!(map).to_string();
+    let mut pairs = vec![];
+    if all {
+        pairs.push(("all", "1"));
+    }
+    if !map.is_empty() {
+        pairs.push(("filters", filters.as_str()));
+    }
+    Ok(query(&pairs))
 }
 
 /// A failed answer as an error: the daemon's `{"message"}`, else the status and the body.

@@ -293,17 +293,7 @@ fn exec_tty(config: &ExecConfig, config_path: &Path) -> Result<i32, String> {
         }
         if resize_slot.is_some_and(|i| ready[i]) {
             match resize.as_mut().map(|f| f.read(&mut buf)) {
-                Some(Ok(n)) if n > 0 => {
-                    resize_buf.extend_from_slice(&buf[..n]);
-                    while let Some(i) = resize_buf.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = resize_buf.drain(..=i).collect();
-                        let text = String::from_utf8_lossy(&line);
-                        let mut it = text.split_whitespace().map(|v| v.parse::<u16>());
-                        if let (Some(Ok(rows)), Some(Ok(cols))) = (it.next(), it.next()) {
-                            crate::shim::set_winsize(&master, rows, cols);
-                        }
-                    }
-                }
+                Some(Ok(n)) if n > 0 => crate::shim::apply_resizes(&mut resize_buf, &buf[..n], &master),
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 _ => resize = None,
             }

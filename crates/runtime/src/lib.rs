@@ -5,7 +5,7 @@
 //! the JSON-lines log ([`LogCursor`], [`read_all`] read it) and the [`ExitRecord`]. A running
 //! container's [`Cgroup`] is frozen, read and re-limited by the daemon. [`run_in_rootfs`]
 //! runs work inside a private view of a container's root filesystem (`docker cp`, `docker
-//! export`); [`freeze`] pauses a container's processes (`docker commit`).
+//! export`).
 
 mod cgroup;
 mod cgroup_prime;
@@ -36,4 +36,4 @@ pub use spec::{
     check_capabilities, check_device, check_device_cgroup_rule, check_sysctls, check_ulimit, host_capabilities,
     write_bundle,
 };
-pub use view::{OverlaySpec, ViewSpec, freeze, run_in_rootfs};
+pub use view::{OverlaySpec, ViewSpec, run_in_rootfs};

@@ -477,6 +477,20 @@ pub(crate) fn receive_master(listener: &OwnedFd) -> io::Result<File> {
     Err(io::Error::other("no descriptor in the console message"))
 }
 
+/// Adds `read` from a resize FIFO to `pending` and applies every complete `ROWS COLS` line to
+/// the terminal `master`; a partial line waits in `pending` for the rest.
+pub(crate) fn apply_resizes(pending: &mut Vec<u8>, read: &[u8], master: &File) {
+    pending.extend_from_slice(read);
+    while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=i).collect();
+        let text = String::from_utf8_lossy(&line);
+        let mut it = text.split_whitespace().map(|x| x.parse::<u16>());
+        if let (Some(Ok(rows)), Some(Ok(cols))) = (it.next(), it.next()) {
+            set_winsize(master, rows, cols);
+        }
+    }
+}
+
 pub(crate) fn set_winsize(master: &File, rows: u16, cols: u16) {
     let ws = libc::winsize {
         ws_row: rows,
@@ -647,16 +661,8 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             }
         }
         if resize_slot.is_some_and(|s| ready[s]) {
-            if let Some(Ok(n)) = resize.as_mut().map(|f| f.read(&mut buf)) {
-                resize_buf.extend_from_slice(&buf[..n]);
-                while let Some(i) = resize_buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = resize_buf.drain(..=i).collect();
-                    let text = String::from_utf8_lossy(&line);
-                    let mut it = text.split_whitespace().map(|x| x.parse::<u16>());
-                    if let (Some(Ok(rows)), Some(Ok(cols)), Some(m)) = (it.next(), it.next(), master.as_ref()) {
-                        set_winsize(m, rows, cols);
-                    }
-                }
+            if let (Some(Ok(n)), Some(m)) = (resize.as_mut().map(|f| f.read(&mut buf)), master.as_ref()) {
+                apply_resizes(&mut resize_buf, &buf[..n], m);
             }
         }
         for (k, &i) in open.iter().enumerate() {

@@ -245,27 +245,3 @@ fn bind_into(root: &OwnedFd, m: &MountSpec) -> Result<(), Error> {
     }
     Ok(())
 }
-
-/// Freezes (`true`) or thaws the processes of the container whose cgroup is `cgroups_path`
-/// (`/berth/<id>`), through the v1 freezer or cgroup v2's `cgroup.freeze`, whichever the
-/// host has. `docker commit` freezes the container while its layer is read.
-pub fn freeze(cgroups_path: &str, frozen: bool) -> Result<(), Error> {
-    use libcgroups::common::{CgroupConfig, CgroupManager, FreezerState, create_cgroup_manager};
-    let failed = |e: &dyn std::fmt::Display| Error::Io {
-        op: if frozen { "freeze the cgroup" } else { "thaw the cgroup" },
-        path: PathBuf::from(cgroups_path),
-        source: std::io::Error::other(e.to_string()),
-    };
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: PathBuf::from(cgroups_path),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    })
-    .map_err(|e| failed(&e))?;
-    let state = if frozen {
-        FreezerState::Frozen
-    } else {
-        FreezerState::Thawed
-    };
-    manager.freeze(state).map_err(|e| failed(&e))
-}

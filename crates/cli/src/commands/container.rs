@@ -11,7 +11,7 @@ use hyper::Method;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{Client, Upgraded, empty, filters_json, json_body, path_name, query};
+use crate::client::{Client, Upgraded, empty, json_body, list_query, path_name, query};
 use crate::commands::images::{ago, short_id, table};
 use crate::printer::Printer;
 
@@ -433,16 +433,9 @@ enum Format {
 }
 
 pub(crate) async fn ps(args: PsArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
-    let filters = filters_json(&args.filters, &[])?;
-    let mut pairs = vec![];
-    if args.all {
-        pairs.push(("all", "1"));
-    }
-    if !filters.is_empty() {
-        pairs.push(("filters", filters.as_str()));
-    }
+    let q = list_query(args.all, &args.filters, &[])?;
     let list = client
-        .get_json(&format!("/containers/json{}", query(&pairs)))
+        .get_json(&format!("/containers/json{q}"))
         .await
         .context("failed to list containers")?;
     let list = list.as_array().map(Vec::as_slice).unwrap_or_default();

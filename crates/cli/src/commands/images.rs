@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::client::{Client, filters_json, query};
+use crate::client::{Client, list_query};
 use crate::printer::Printer;
 
 #[derive(Args)]
@@ -36,16 +36,9 @@ enum Format {
 
 pub(crate) async fn run(args: ImagesArgs, client: &Client, printer: &Printer) -> anyhow::Result<()> {
     let reference: Vec<(&str, &str)> = args.reference.iter().map(|r| ("reference", r.as_str())).collect();
-    let filters = filters_json(&args.filters, &reference)?;
-    let mut pairs = vec![];
-    if args.all {
-        pairs.push(("all", "1"));
-    }
-    if !filters.is_empty() {
-        pairs.push(("filters", filters.as_str()));
-    }
+    let q = list_query(args.all, &args.filters, &reference)?;
     let list = client
-        .get_json(&format!("/images/json{}", query(&pairs)))
+        .get_json(&format!("/images/json{q}"))
         .await
         .context("failed to list images")?;
     let images = list.as_array().map(Vec::as_slice).unwrap_or_default();

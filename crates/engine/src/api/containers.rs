@@ -104,8 +104,14 @@ pub(super) async fn resize(
     PathExtractor(id): PathExtractor<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<StatusCode, Error> {
-    let q = Query::new(raw);
+    let (h, w) = terminal_size(&Query::new(raw))?;
     let entry = state.containers.get(&id)?;
+    state.containers.resize(&entry, h, w)?;
+    Ok(StatusCode::OK)
+}
+
+/// `?h=ROWS&w=COLUMNS` of a resize (a container's or an exec's terminal).
+pub(super) fn terminal_size(q: &Query) -> Result<(u16, u16), Error> {
     let dim = |name: &'static str| -> Result<u16, Error> {
         let v = q.get(name).unwrap_or("");
         v.parse().map_err(|_| Error::InvalidQuery {
@@ -114,9 +120,7 @@ pub(super) async fn resize(
             reason: "expected a number of rows or columns",
         })
     };
-    let (h, w) = (dim("h")?, dim("w")?);
-    state.containers.resize(&entry, h, w)?;
-    Ok(StatusCode::OK)
+    Ok((dim("h")?, dim("w")?))
 }
 
 /// `GET /containers/{id}/top?ps_args=`: the host's `ps` (default `-ef`), rows of the

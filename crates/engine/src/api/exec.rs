@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::State;
-use super::containers::{multiplexed, upgraded};
+use super::containers::{multiplexed, terminal_size, upgraded};
 use crate::containers::Exec;
 use crate::error::Error;
 
@@ -229,16 +229,9 @@ pub(super) async fn inspect(
 pub(super) async fn resize(
     StateExtractor(state): AppState,
     PathExtractor(id): PathExtractor<String>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<StatusCode, Error> {
-    let exec = state.containers.exec_get(&id)?;
-    let dim = |k: &str| -> Result<u16, Error> {
-        q.get(k)
-            .map_or(Ok(0), |v| v.parse::<u16>())
-            .map_err(|_| Error::InvalidContainerConfig {
-                reason: format!("invalid resize {k}={:?}: expected a number of cells", q.get(k)),
-            })
-    };
-    exec.resize(dim("h")?, dim("w")?)?;
+    let (h, w) = terminal_size(&super::images::Query::new(raw))?;
+    state.containers.exec_get(&id)?.resize(h, w)?;
     Ok(StatusCode::OK)
 }

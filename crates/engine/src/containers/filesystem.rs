@@ -29,12 +29,12 @@ pub(crate) struct CommitRequest {
 }
 
 /// Thaws a frozen container when dropped (also when the commit fails or panics).
-struct Thaw(String);
+struct Thaw(berth_runtime::Cgroup);
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        if let Err(e) = berth_runtime::freeze(&self.0, false) {
-            tracing::error!(cgroup = %self.0, error = %e, "failed to thaw a container after a commit");
+        if let Err(e) = self.0.thaw() {
+            tracing::error!(error = %e, "failed to thaw a container after a commit");
         }
     }
 }
@@ -167,9 +167,10 @@ impl Containers {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
             .unwrap_or_default();
-        let _thaw = if req.pause && rec.running() {
-            let cgroup = super::cgroups_path(&rec);
-            berth_runtime::freeze(&cgroup, true)?;
+        // A container `docker pause`d already stays frozen, and paused, after the commit.
+        let _thaw = if req.pause && rec.running() && !rec.paused() {
+            let cgroup = berth_runtime::Cgroup::open(&super::cgroups_path(&rec))?;
+            cgroup.freeze()?;
             Some(Thaw(cgroup))
         } else {
             None
