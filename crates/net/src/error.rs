@@ -1,0 +1,61 @@
+//! The networking errors.
+
+use std::path::PathBuf;
+
+/// Failures of netlink, namespaces, nftables and the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A netlink request the kernel refused: what was asked, on what, and the kernel's answer.
+    #[error("netlink: failed to {op} {target}: {reason}")]
+    Netlink { op: String, target: String, reason: String },
+    /// A link exists with the name but is not what the caller needs (`br0` is not a bridge).
+    #[error("{name} is not a {expected} (it is a {actual})")]
+    WrongKind {
+        name: String,
+        expected: &'static str,
+        actual: String,
+    },
+    /// A link the caller named does not exist (an unknown `parent`).
+    #[error("no such network interface {name}")]
+    NoSuchLink { name: String },
+    #[error("failed to enter network namespace {}: {reason}", path.display())]
+    Netns { path: PathBuf, reason: String },
+    #[error("nftables: {reason}")]
+    Nft { reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    /// An address pool is used up.
+    #[error("no available IPv{version} addresses on network {network}")]
+    PoolExhausted { network: String, version: u8 },
+    #[error("DNS server on {addr}: {reason}")]
+    Dns { addr: String, reason: String },
+}
+
+/// The classes of failure callers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request cannot work as given (not a bridge, unknown parent, bad address).
+    InvalidArgument,
+    /// Something on the host failed.
+    Internal,
+}
+
+impl Error {
+    /// What class of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::WrongKind { .. } | Error::NoSuchLink { .. } | Error::Invalid(_) | Error::PoolExhausted { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
