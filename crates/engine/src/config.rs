@@ -48,6 +48,28 @@ pub struct Config {
     /// The init binary for `--init` (default: `docker-init` in dockerd's libexec directories
     /// or `$PATH`, else `tini-static` in `$PATH`).
     pub init_path: Option<PathBuf>,
+    /// `-b/--bridge`: the host bridge of the default `bridge` network: an existing one (a
+    /// site's `br0`, used as it is) or one Berth creates (default `berth0`); `none` disables
+    /// the default bridge network (containers then get only loopback).
+    pub bridge: Option<String>,
+    /// `--bip`: the bridge's address and prefix (`10.0.3.1/24`); default: the address an
+    /// existing bridge carries, else the first free /16 of 172.17–172.31.
+    pub bip: Option<ipnet::IpNet>,
+    /// `--fixed-cidr`: the range default-bridge containers get addresses from.
+    pub fixed_cidr: Option<ipnet::IpNet>,
+    /// `--fixed-cidr-v6`: the IPv6 subnet of the default bridge (with `--ipv6`).
+    pub fixed_cidr_v6: Option<ipnet::IpNet>,
+    /// `--mtu`: the MTU of default-bridge containers (and of a bridge Berth creates).
+    pub mtu: Option<u32>,
+    /// `--ipv6`: IPv6 on the default bridge.
+    pub ipv6: bool,
+    /// `--ip-forward`: turn on IPv4 forwarding (default true).
+    pub ip_forward: bool,
+    /// `--ip-masq`: masquerade what leaves the default bridge's subnet (default true).
+    pub ip_masq: bool,
+    /// `--iptables`: keep Berth's firewall table (nftables `inet berth`); false leaves the
+    /// host's firewall alone (no published ports then).
+    pub iptables: bool,
 }
 
 impl Default for Config {
@@ -64,6 +86,15 @@ impl Default for Config {
             tmpdir: None,
             init: false,
             init_path: None,
+            bridge: None,
+            bip: None,
+            fixed_cidr: None,
+            fixed_cidr_v6: None,
+            mtu: None,
+            ipv6: false,
+            ip_forward: true,
+            ip_masq: true,
+            iptables: true,
         }
     }
 }

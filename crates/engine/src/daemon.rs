@@ -86,6 +86,7 @@ impl Daemon {
             &config.exec_root,
             images.clone(),
             defaults,
+            |events| crate::networks::Networks::open(&config, events),
         )?);
         let (listener, socket) = bind_socket(&socket)?;
         Ok(Daemon {

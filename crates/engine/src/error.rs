@@ -75,6 +75,23 @@ pub enum Error {
     InvalidContainerConfig { reason: String },
     #[error("network {name} not found")]
     NoSuchNetwork { name: String },
+    /// A network named in a networks request (404, unlike [`Error::NoSuchNetwork`]).
+    #[error("network {name} not found")]
+    NetworkNotFound { name: String },
+    /// A network request that cannot work as given (bad subnet, overlap, bad option).
+    #[error("{0}")]
+    InvalidNetwork(String),
+    /// A network that is in use or predefined, or a name taken.
+    #[error("{0}")]
+    NetworkConflict(String),
+    /// An address another container holds.
+    #[error("Address already in use: {ip} on network {network} is held by container {holder}")]
+    AddressInUse { ip: String, network: String, holder: String },
+    /// A host port another container publishes or another program listens on.
+    #[error("Bind for {addr} failed: port is already allocated{detail}")]
+    PortAllocated { addr: String, detail: String },
+    #[error("{0}")]
+    Net(#[from] berth_net::Error),
     #[error(
         "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
     )]
@@ -180,7 +197,15 @@ impl Error {
             Error::InvalidVolume { .. } | Error::NoSuchVolumeDriver { .. } => ErrorKind::InvalidArgument,
             Error::HostRefused { .. } => ErrorKind::Internal,
             // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
-            Error::NoSuchNetwork { .. } => ErrorKind::InvalidArgument,
+            Error::NoSuchNetwork { .. } | Error::InvalidNetwork(_) => ErrorKind::InvalidArgument,
+            Error::NetworkNotFound { .. } => ErrorKind::NotFound,
+            Error::NetworkConflict(_) | Error::AddressInUse { .. } | Error::PortAllocated { .. } => {
+                ErrorKind::Conflict
+            }
+            Error::Net(e) => match e.kind() {
+                berth_net::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                berth_net::ErrorKind::Internal => ErrorKind::Internal,
+            },
             Error::NameConflict { .. }
             | Error::ContainerRunning { .. }
             | Error::NotRunning { .. }
@@ -226,7 +251,9 @@ impl IntoResponse for Error {
         // Internal detail (paths, OS errors) goes to the log, not to the client.
         // A failed start says why (as dockerd's OCI runtime errors do): the user has to act.
         let message =
-            if kind == ErrorKind::Internal && !matches!(self, Error::StartFailed { .. } | Error::HostRefused { .. }) {
+            if kind == ErrorKind::Internal
+                && !matches!(self, Error::StartFailed { .. } | Error::HostRefused { .. } | Error::Net(_))
+            {
                 tracing::error!(error = %self, "request failed");
                 "internal error; see the daemon log".to_owned()
             } else {

@@ -87,6 +87,18 @@ impl Event {
         }
     }
 
+    /// A network event: `name`, `type` (the driver) and, for connect and disconnect,
+    /// `container`.
+    pub(crate) fn network(action: &'static str, id: impl Into<String>, attributes: BTreeMap<String, String>) -> Event {
+        Event {
+            kind: "network",
+            action,
+            id: id.into(),
+            attributes,
+            time_nano: now_nanos(),
+        }
+    }
+
     /// dockerd's `prune` event: no actor ID, the bytes reclaimed as an attribute.
     pub(crate) fn image_prune(reclaimed: u64) -> Event {
         Event::prune("image", reclaimed)

@@ -22,6 +22,7 @@ mod daemon;
 mod error;
 mod events;
 mod host;
+mod networks;
 mod volumes;
 
 pub use config::Config;

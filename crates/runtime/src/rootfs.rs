@@ -182,6 +182,9 @@ pub struct EtcContent {
     pub dns_options: Vec<String>,
     /// With the host's network the host's own files are the base, as with dockerd.
     pub host_network: bool,
+    /// The container's addresses on its networks: each gets a hosts line with the host name
+    /// (without any, the name maps to 127.0.1.1).
+    pub addresses: Vec<String>,
 }
 
 /// Writes the three files into `dir` and returns their paths.
@@ -207,7 +210,17 @@ pub fn write_etc_files(dir: &Path, content: &EtcContent) -> Result<crate::EtcFil
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     if !content.host_network {
-        hosts.push_str(&format!("127.0.1.1\t{fqdn}\n"));
+        let names = if fqdn == content.hostname {
+            fqdn.clone()
+        } else {
+            format!("{fqdn} {}", content.hostname)
+        };
+        if content.addresses.is_empty() {
+            hosts.push_str(&format!("127.0.1.1\t{names}\n"));
+        }
+        for ip in &content.addresses {
+            hosts.push_str(&format!("{ip}\t{names}\n"));
+        }
     }
     std::fs::write(&files.hosts, hosts).map_err(io("write", &files.hosts))?;
     std::fs::write(&files.hostname, format!("{}\n", content.hostname)).map_err(io("write", &files.hostname))?;
@@ -301,7 +314,7 @@ mod tests {
         )
         .unwrap();
         let hosts = std::fs::read_to_string(f.hosts).unwrap();
-        assert!(hosts.contains("192.0.2.9\tdb\n") && hosts.contains("127.0.1.1\twn1.site.org\n"));
+        assert!(hosts.contains("192.0.2.9\tdb\n") && hosts.contains("127.0.1.1\twn1.site.org wn1\n"));
         assert_eq!(std::fs::read_to_string(f.hostname).unwrap(), "wn1\n");
     }
 

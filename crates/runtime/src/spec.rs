@@ -95,13 +95,15 @@ pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Which network namespace the container gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NetworkMode {
     /// The host's own (`--network host`).
     Host,
-    /// A new namespace with only loopback, brought up by the shim (`--network none`, and
-    /// for now the default bridge).
+    /// A new namespace with only loopback, brought up by the shim (`--network none`).
     Private,
+    /// The namespace pinned at this path, which the daemon made and wired (bridge and user
+    /// networks).
+    Join(PathBuf),
 }
 
 /// A mount the user asked for (`-v`, `--mount`, `--tmpfs`).
@@ -315,11 +317,14 @@ pub(crate) fn spec_json(spec: &ContainerSpec, rootfs: &Path) -> Result<Value, Er
         ("ipc", h.ipc == IpcMode::Host),
         ("uts", h.uts_host),
         ("cgroup", h.cgroupns_host),
-        ("network", spec.network == NetworkMode::Host),
+        ("network", spec.network != NetworkMode::Private),
     ] {
         if !shared {
             namespaces.push(json!({"type": kind}));
         }
+    }
+    if let NetworkMode::Join(path) = &spec.network {
+        namespaces.push(json!({"type": "network", "path": path}));
     }
     let mut linux_devices = if spec.privileged { host_devices() } else { Vec::new() };
     let mut device_rules = if spec.privileged {

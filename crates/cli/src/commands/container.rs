@@ -54,7 +54,7 @@ pub(crate) struct RunArgs {
     /// A tmpfs mount PATH[:OPTIONS]; repeatable.
     #[arg(long = "tmpfs", value_name = "PATH[:OPTS]")]
     tmpfs: Vec<String>,
-    /// Network: none, host (bridge networks are not built yet).
+    /// Network: bridge (the default), none, host, or a user network's name or id.
     #[arg(long, alias = "net", value_name = "MODE")]
     network: Option<String>,
     /// Working directory inside the container.

@@ -45,6 +45,33 @@ pub(crate) struct DaemonArgs {
     /// The init binary for --init [default: docker-init in /usr/libexec/docker etc. or $PATH, else tini-static].
     #[arg(long, value_name = "FILE")]
     init_path: Option<PathBuf>,
+    /// Host bridge of the default network: an existing one is used as it is, a missing one is created; `none` disables it [default: berth0].
+    #[arg(short = 'b', long, value_name = "NAME")]
+    bridge: Option<String>,
+    /// Address and prefix of the default bridge (CIDR) [default: an existing bridge's, else a free 172.x.0.1/16].
+    #[arg(long, value_name = "CIDR")]
+    bip: Option<ipnet::IpNet>,
+    /// Range the default bridge's containers get addresses from (CIDR inside --bip's subnet).
+    #[arg(long, value_name = "CIDR")]
+    fixed_cidr: Option<ipnet::IpNet>,
+    /// IPv6 subnet of the default bridge (with --ipv6).
+    #[arg(long, value_name = "CIDR")]
+    fixed_cidr_v6: Option<ipnet::IpNet>,
+    /// MTU of the default bridge's containers [default: 1500].
+    #[arg(long, value_name = "BYTES")]
+    mtu: Option<u32>,
+    /// IPv6 on the default bridge (also --ipv6=false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    ipv6: Option<bool>,
+    /// Turn on IPv4 forwarding [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    ip_forward: Option<bool>,
+    /// Masquerade what leaves the default bridge's subnet [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    ip_masq: Option<bool>,
+    /// Keep Berth's nftables table for published ports and masquerade [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    iptables: Option<bool>,
 }
 
 impl DaemonArgs {
@@ -75,6 +102,31 @@ impl DaemonArgs {
         }
         if self.init_path.is_some() {
             c.init_path = self.init_path;
+        }
+        if self.bridge.is_some() {
+            c.bridge = self.bridge;
+        }
+        if self.bip.is_some() {
+            c.bip = self.bip;
+        }
+        if self.fixed_cidr.is_some() {
+            c.fixed_cidr = self.fixed_cidr;
+        }
+        if self.fixed_cidr_v6.is_some() {
+            c.fixed_cidr_v6 = self.fixed_cidr_v6;
+        }
+        if self.mtu.is_some() {
+            c.mtu = self.mtu;
+        }
+        for (flag, value) in [
+            (self.ipv6, &mut c.ipv6),
+            (self.ip_forward, &mut c.ip_forward),
+            (self.ip_masq, &mut c.ip_masq),
+            (self.iptables, &mut c.iptables),
+        ] {
+            if let Some(v) = flag {
+                *value = v;
+            }
         }
         for (flag, list) in [
             (self.insecure_registries, &mut c.insecure_registries),

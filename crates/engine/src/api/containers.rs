@@ -368,20 +368,8 @@ fn mounts_json(r: &Record) -> Value {
     )
 }
 
-fn networks_json(r: &Record) -> Value {
-    let endpoint = json!({
-        "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "", "DriverOpts": null,
-        "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-    });
-    match r.settings.network {
-        crate::containers::settings::Network::Bridge => json!({}),
-        n => json!({ n.mode_name(): endpoint }),
-    }
-}
-
 /// One row of `GET /containers/json` (docker's `container.Summary`).
-fn summary(r: &Record) -> Value {
+fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
     json!({
         "Id": r.id,
         "Names": [format!("/{}", r.name)],
@@ -389,12 +377,12 @@ fn summary(r: &Record) -> Value {
         "ImageID": r.image_id,
         "Command": r.settings.args.join(" "),
         "Created": unix(&r.created),
-        "Ports": [],
+        "Ports": c.ports_list(r),
         "Labels": r.config.get("Labels").cloned().unwrap_or(json!({})),
         "State": r.status(),
         "Status": status_text(r),
-        "HostConfig": {"NetworkMode": r.settings.network.mode_name()},
-        "NetworkSettings": {"Networks": networks_json(r)},
+        "HostConfig": {"NetworkMode": r.host_config.get("NetworkMode").cloned().unwrap_or(json!(r.settings.network.mode_name()))},
+        "NetworkSettings": {"Networks": c.networks_json(r)},
         "Mounts": mounts_json(r),
     })
 }
@@ -412,7 +400,7 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
         .filter(|r| all || r.running())
         .filter(|r| matches_filters(r, &filters))
         .take(if limit > 0 { limit as usize } else { usize::MAX })
-        .map(summary)
+        .map(|r| summary(&state.containers, r))
         .collect();
     Ok(Json(Value::Array(rows)))
 }
@@ -450,6 +438,12 @@ pub(super) async fn inspect(
     let entry = state.containers.get(&id)?;
     let r = entry.record();
     let dir = state.containers.dir_of(&r.id);
+    let networks = state.containers.networks_json(&r);
+    // dockerd fills the top-level address fields from the default bridge only.
+    let default_bridge = networks.get("bridge").cloned().unwrap_or_else(|| {
+        json!({"EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
+               "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": ""})
+    });
     let image = state.images.get(&r.image_id).ok();
     let lower = image
         .map(|i| {
@@ -514,21 +508,21 @@ pub(super) async fn inspect(
             } else {
                 String::new()
             },
-            "Ports": {},
+            "Ports": state.containers.ports_json(&r),
             "HairpinMode": false,
             "LinkLocalIPv6Address": "",
             "LinkLocalIPv6PrefixLen": 0,
             "SecondaryIPAddresses": null,
             "SecondaryIPv6Addresses": null,
-            "EndpointID": "",
-            "Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": networks_json(&r),
+            "EndpointID": default_bridge["EndpointID"],
+            "Gateway": default_bridge["Gateway"],
+            "GlobalIPv6Address": default_bridge["GlobalIPv6Address"],
+            "GlobalIPv6PrefixLen": default_bridge["GlobalIPv6PrefixLen"],
+            "IPAddress": default_bridge["IPAddress"],
+            "IPPrefixLen": default_bridge["IPPrefixLen"],
+            "IPv6Gateway": default_bridge["IPv6Gateway"],
+            "MacAddress": default_bridge["MacAddress"],
+            "Networks": networks,
         },
     })))
 }

@@ -7,6 +7,7 @@ mod container_fs;
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod pull;
 mod push;
 mod resources;
@@ -124,6 +125,12 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
         .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/auth", post(auth::auth))
         .route("/images/search", get(search::search))
         .route("/images/json", get(images::list))
@@ -269,12 +276,19 @@ mod tests {
         };
         let root = tempfile::tempdir().unwrap();
         let images = Arc::new(ImageStore::open(root.path()).unwrap());
+        let net_config = Config {
+            data_root: root.path().join("data"),
+            exec_root: root.path().join("exec"),
+            bridge: Some("none".into()),
+            ..Config::default()
+        };
         let containers = Arc::new(
             Containers::open(
                 &root.path().join("data"),
                 &root.path().join("exec"),
                 images.clone(),
                 Default::default(),
+                |events| crate::networks::Networks::open(&net_config, events),
             )
             .unwrap(),
         );
@@ -351,9 +365,9 @@ mod tests {
 
     #[tokio::test]
     async fn not_implemented_names_method_and_path() {
-        let (s, _, body) = call("GET", "/v1.45/networks/x").await;
+        let (s, _, body) = call("GET", "/v1.45/plugins/x").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(message(&body), "berth: GET /networks/x is not implemented yet");
+        assert_eq!(message(&body), "berth: GET /plugins/x is not implemented yet");
         // A known path with a method it does not serve is not a silent 405 either.
         let (s, _, body) = call("DELETE", "/version").await;
         assert_eq!(s, StatusCode::NOT_IMPLEMENTED);

@@ -23,6 +23,7 @@
 
 pub(crate) mod filesystem;
 mod mounts;
+mod networking;
 mod resources;
 pub(crate) mod settings;
 mod update;
@@ -41,6 +42,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
+use crate::networks::{Endpoint, Networks, Published, Wiring};
 use crate::volumes::Volumes;
 use mounts::prepare_volumes;
 use settings::{Network, Settings};
@@ -111,6 +113,12 @@ pub(crate) struct Record {
     /// across daemon restarts).
     #[serde(default)]
     pub(crate) manually_stopped: bool,
+    /// Its places on networks, allocated at create, released at removal.
+    #[serde(default)]
+    pub(crate) endpoints: Vec<Endpoint>,
+    /// The ports published at the last start.
+    #[serde(default)]
+    pub(crate) published: Vec<Published>,
 }
 
 impl Record {
@@ -263,6 +271,7 @@ pub(crate) struct Containers {
     /// `docker exec` instances, by exec ID (in memory: dockerd forgets them on restart too).
     execs: Mutex<HashMap<String, Arc<Exec>>>,
     defaults: Defaults,
+    pub(crate) networks: Arc<Networks>,
 }
 
 /// One `docker exec`.
@@ -324,6 +333,7 @@ impl Containers {
         exec_root: &Path,
         images: Arc<ImageStore>,
         defaults: Defaults,
+        networks: impl FnOnce(Arc<Events>) -> Result<Networks>,
     ) -> Result<Containers> {
         let root = data_root.join("containers");
         let state_root = exec_root.join("runtime");
@@ -335,6 +345,7 @@ impl Containers {
             .map_err(io_err("find", Path::new("/proc/self/exe")))?;
         let events = Arc::new(Events::new());
         let volumes = Arc::new(Volumes::open(data_root, events.clone())?);
+        let networks = Arc::new(networks(events.clone())?);
         let mut table = Table::default();
         for entry in std::fs::read_dir(&root).map_err(io_err("read", &root))? {
             let entry = entry.map_err(io_err("read", &root))?;
@@ -373,6 +384,7 @@ impl Containers {
             events,
             execs: Mutex::new(HashMap::new()),
             defaults,
+            networks,
         })
     }
 
@@ -599,6 +611,11 @@ impl Containers {
         }
         // A volume device left mounted by a daemon that died before its last user's exit.
         self.volumes.unmount_idle();
+        let running: Vec<Record> = self.all().iter().map(|e| e.record()).filter(|r| r.running()).collect();
+        let wirings: Vec<(Wiring<'_>, Vec<Published>)> =
+            running.iter().map(|r| (wiring(r), r.published.clone())).collect();
+        let networks = self.networks.clone();
+        tokio::task::block_in_place(|| networks.restore(&wirings));
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
@@ -723,7 +740,13 @@ impl Containers {
             state: RunState::default(),
             restart_count: 0,
             manually_stopped: false,
+            endpoints: Vec::new(),
+            published: Vec::new(),
         };
+        for e in &record.settings.endpoints {
+            self.networks.resolve(&e.network)?;
+        }
+        let mut record = record;
         let entry = {
             let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(other) = t.names.get(&name) {
@@ -732,6 +755,10 @@ impl Containers {
                     id: other.clone(),
                 });
             }
+            // Under the table's lock, so two creates never take the same address.
+            record.endpoints = self
+                .networks
+                .allocate(&record.settings.endpoints, &holders(&t, None))?;
             let entry = Entry::new(record.clone());
             t.names.insert(name.clone(), id.clone());
             t.by_id.insert(id.clone(), entry.clone());
@@ -739,7 +766,6 @@ impl Containers {
         };
         let dir = self.dir(&id);
         let fifo = self.stdin_fifo(&id);
-        let mut record = record;
         // No start of this container (by name) before its volumes are ready.
         let _op = entry.op.lock().await;
         let written = std::fs::create_dir_all(&dir)
@@ -857,11 +883,17 @@ impl Containers {
             .await
             .expect("start does not panic");
         match started {
-            Ok((shim_pid, pid, pipe)) => {
+            Ok((shim_pid, pid, pipe, published)) => {
                 // Not synced: after a power loss nothing runs, whatever the record says, and
                 // `restore` settles a run whose shim is gone from its exit file.
                 self.update_with(entry, Write::Cached, |r| {
                     r.manually_stopped = false;
+                    r.published = published;
+                    if r.settings.network.wired() {
+                        for (i, e) in r.endpoints.iter_mut().enumerate() {
+                            e.ifname = format!("eth{i}");
+                        }
+                    }
                     r.restart_count = if auto { r.restart_count + 1 } else { 0 };
                     r.state = RunState {
                         status: "running".into(),
@@ -924,7 +956,7 @@ impl Containers {
 
     /// Mounts the root filesystem, writes the bundle and starts the shim. On any failure
     /// the mount is undone.
-    fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd)> {
+    fn start_blocking(&self, rec: &Record) -> Result<(u32, i32, OwnedFd, Vec<Published>)> {
         let dir = self.dir(&rec.id);
         let image = self.images.get(&rec.image_id)?;
         let lowers = self.lowers(&image);
@@ -933,11 +965,25 @@ impl Containers {
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let mounted = t0.elapsed();
         let result = self.activate_volumes(rec).and_then(|()| {
-            let launched = self.launch(rec, &dir, &rootfs);
+            let wired = if rec.settings.network.wired() {
+                match self.networks.attach(&wiring(rec)) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        self.deactivate_volumes(rec, false);
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
+            let launched = self.launch(rec, &dir, &rootfs, wired.as_ref());
             if launched.is_err() {
                 self.deactivate_volumes(rec, false);
+                if wired.is_some() {
+                    self.networks.detach(&wiring(rec));
+                }
             }
-            launched
+            launched.map(|(a, b, c)| (a, b, c, wired.map(|w| w.published).unwrap_or_default()))
         });
         tracing::debug!(
             container = %rec.id,
@@ -953,18 +999,34 @@ impl Containers {
         result
     }
 
-    fn launch(&self, rec: &Record, dir: &Path, rootfs: &Path) -> Result<(u32, i32, OwnedFd)> {
+    fn launch(
+        &self,
+        rec: &Record,
+        dir: &Path,
+        rootfs: &Path,
+        wired: Option<&crate::networks::Wired>,
+    ) -> Result<(u32, i32, OwnedFd)> {
         let s = &rec.settings;
+        let mut dns = s.dns.clone();
+        if let Some(ns) = wired.and_then(|w| w.nameserver).filter(|_| dns.is_empty()) {
+            dns.push(ns.to_string());
+        }
         let etc = berth_runtime::write_etc_files(
             dir,
             &EtcContent {
                 hostname: s.hostname.clone(),
                 domainname: s.domainname.clone(),
                 extra_hosts: s.extra_hosts.clone(),
-                dns: s.dns.clone(),
+                dns,
                 dns_search: s.dns_search.clone(),
                 dns_options: s.dns_options.clone(),
                 host_network: s.network == Network::Host,
+                addresses: rec
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| e.ipv4.or(e.ipv6))
+                    .map(|n| n.addr().to_string())
+                    .collect(),
             },
         )?;
         let spec = berth_runtime::ContainerSpec {
@@ -976,9 +1038,10 @@ impl Containers {
             tty: s.tty,
             hostname: s.hostname.clone(),
             domainname: s.domainname.clone(),
-            network: match s.network {
-                Network::Host => berth_runtime::NetworkMode::Host,
-                Network::None | Network::Bridge => berth_runtime::NetworkMode::Private,
+            network: match (s.network, wired) {
+                (Network::Host, _) => berth_runtime::NetworkMode::Host,
+                (_, Some(w)) => berth_runtime::NetworkMode::Join(w.netns.clone()),
+                _ => berth_runtime::NetworkMode::Private,
             },
             privileged: s.privileged,
             cap_add: s.cap_add.clone(),
@@ -1013,7 +1076,8 @@ impl Containers {
             log_limits: s.log,
             exit_file,
             rootfs: rootfs.to_path_buf(),
-            loopback_up: s.network != Network::Host,
+            // A wired namespace has its loopback up already.
+            loopback_up: s.network != Network::Host && wired.is_none(),
             stdin_fifo: s.open_stdin.then(|| self.stdin_fifo(&rec.id)),
             tty: s.tty,
             console_size: s.console_size,
@@ -1104,6 +1168,10 @@ impl Containers {
         // Before a restart can activate them again.
         if let Ok(rec) = &rec {
             self.deactivate_volumes(rec, true);
+            if rec.settings.network.wired() {
+                let networks = self.networks.clone();
+                tokio::task::block_in_place(|| networks.detach(&wiring(rec)));
+            }
         }
         let auto_remove = match &rec {
             Ok(rec) => {
@@ -1655,4 +1723,34 @@ mod tests {
             assert!(err.contains("/nonexistent/tini-static"), "{err}");
         }
     }
+}
+
+/// What the networks need of a container to wire or unwire it.
+pub(crate) fn wiring(rec: &Record) -> Wiring<'_> {
+    Wiring {
+        id: &rec.id,
+        name: &rec.name,
+        endpoints: &rec.endpoints,
+        ports: &rec.settings.ports,
+        publish_all: rec.settings.publish_all,
+        exposed: &rec.settings.exposed,
+    }
+}
+
+/// Every address held on every network (network id, address, holder's name), but
+/// `except`'s.
+fn holders(t: &Table, except: Option<&str>) -> Vec<(String, std::net::IpAddr, String)> {
+    let mut out = Vec::new();
+    for e in t.by_id.values() {
+        if Some(e.id.as_str()) == except {
+            continue;
+        }
+        let r = e.record.lock().unwrap_or_else(|p| p.into_inner());
+        for ep in &r.endpoints {
+            for n in ep.ipv4.iter().chain(ep.ipv6.iter()) {
+                out.push((ep.network_id.clone(), n.addr(), r.name.clone()));
+            }
+        }
+    }
+    out
 }

@@ -19,9 +19,10 @@ pub(crate) enum Network {
     Host,
     /// `--network none`: own namespace, loopback only.
     None,
-    /// The default bridge. Bridges come with the networking issue; until then the container
-    /// gets its own namespace with loopback only, and create says so in `Warnings`.
+    /// The default bridge (loopback only when the daemon runs with `--bridge none`).
     Bridge,
+    /// A user network, named in [`Settings::network_name`].
+    User,
 }
 
 impl Network {
@@ -30,8 +31,37 @@ impl Network {
             Network::Host => "host",
             Network::None => "none",
             Network::Bridge => "bridge",
+            Network::User => "user",
         }
     }
+
+    /// Whether the container gets a namespace the daemon wires to networks.
+    pub(crate) fn wired(self) -> bool {
+        matches!(self, Network::Bridge | Network::User)
+    }
+}
+
+/// What the request asks of one network the container joins (`--ip`, `--alias`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EndpointRequest {
+    /// The network as the user named it (name, id or id prefix).
+    pub(crate) network: String,
+    pub(crate) ipv4: Option<std::net::Ipv4Addr>,
+    pub(crate) ipv6: Option<std::net::Ipv6Addr>,
+    pub(crate) mac: Option<String>,
+    pub(crate) aliases: Vec<String>,
+}
+
+/// `-p [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`, as the CLI sends it (one per host port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PortRequest {
+    pub(crate) container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub(crate) proto: String,
+    /// Empty: every address.
+    pub(crate) host_ip: String,
+    /// `None`: a free port, picked at every start.
+    pub(crate) host_port: Option<u16>,
 }
 
 /// A user mount, serialisable for the record.
@@ -113,6 +143,20 @@ pub(crate) struct Settings {
     pub(crate) hostname: String,
     pub(crate) domainname: String,
     pub(crate) network: Network,
+    /// `NetworkMode` as given, for a user network.
+    #[serde(default)]
+    pub(crate) network_name: String,
+    /// The networks joined at create, the first being the network of `NetworkMode`.
+    #[serde(default)]
+    pub(crate) endpoints: Vec<EndpointRequest>,
+    /// Published ports (`-p`, and `-P` resolved at start from `exposed`).
+    #[serde(default)]
+    pub(crate) ports: Vec<PortRequest>,
+    #[serde(default)]
+    pub(crate) publish_all: bool,
+    /// Exposed ports of the image and the request, `PORT/PROTO`.
+    #[serde(default)]
+    pub(crate) exposed: Vec<String>,
     pub(crate) privileged: bool,
     pub(crate) cap_add: Vec<String>,
     pub(crate) cap_drop: Vec<String>,
@@ -205,8 +249,6 @@ const HOST_CONFIG_NOT_BUILT: &[(&str, &str)] = &[
     ("BlkioDeviceReadIOps", "--device-read-iops"),
     ("BlkioDeviceWriteIOps", "--device-write-iops"),
     ("DeviceRequests", "--gpus"),
-    ("PortBindings", "-p/--publish"),
-    ("PublishAllPorts", "-P/--publish-all"),
     ("Links", "--link"),
     ("VolumesFrom", "--volumes-from"),
     ("UsernsMode", "--userns"),
@@ -266,38 +308,16 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
     }
 
     // Network.
-    let network = match hc.get("NetworkMode").and_then(Value::as_str).unwrap_or("") {
-        "" | "default" | "bridge" => {
-            warnings.push(
-                "berth: bridge networking is not built yet; the container gets its own network namespace with only loopback (as --network none)"
-                    .to_owned(),
-            );
-            Network::Bridge
-        }
-        "none" => Network::None,
-        "host" => Network::Host,
+    let mode = hc.get("NetworkMode").and_then(Value::as_str).unwrap_or("");
+    let (network, network_name) = match mode {
+        "" | "default" | "bridge" => (Network::Bridge, String::new()),
+        "none" => (Network::None, String::new()),
+        "host" => (Network::Host, String::new()),
         other if other.starts_with("container:") => return Err(not_built(format!("--network {other}"))),
-        other => return Err(Error::NoSuchNetwork { name: other.to_owned() }),
+        other => (Network::User, other.to_owned()),
     };
-    if let Some(eps) = body
-        .pointer("/NetworkingConfig/EndpointsConfig")
-        .and_then(Value::as_object)
-    {
-        for (name, ep) in eps {
-            if name != network.mode_name() && !(network == Network::Bridge && name == "default") {
-                return Err(Error::NoSuchNetwork { name: name.clone() });
-            }
-            if is_set(ep.pointer("/IPAMConfig/IPv4Address")) || is_set(ep.pointer("/IPAMConfig/IPv6Address")) {
-                return Err(invalid(
-                    "user specified IP address is supported on user defined networks only",
-                ));
-            }
-            if is_set(ep.get("Aliases")) && network != Network::Bridge {
-                return Err(not_built("--network-alias"));
-            }
-        }
-    }
-
+    let endpoints = endpoint_requests(body, network, &network_name, &config)?;
+    let (ports, publish_all, exposed) = port_requests(hc, &config, image, network)?;
     // Process.
     let ic = &image.config.config;
     let user_entrypoint = config.get("Entrypoint").filter(|v| !v.is_null());
@@ -509,6 +529,11 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         hostname: hostname.clone(),
         domainname: domainname.clone(),
         network,
+        network_name: network_name.clone(),
+        endpoints,
+        ports,
+        publish_all,
+        exposed,
         privileged,
         cap_add: strings(hc.get("CapAdd")),
         cap_drop: strings(hc.get("CapDrop")),
@@ -564,11 +589,22 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "Labels": labels,
         "StopSignal": if requested_stop.is_empty() { json!(ic.stop_signal) } else { json!(requested_stop) },
         "StopTimeout": config.get("StopTimeout").cloned().unwrap_or(Value::Null),
-        "ExposedPorts": config.get("ExposedPorts").cloned().unwrap_or(Value::Null),
+        "ExposedPorts": if settings.exposed.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(settings.exposed.iter().map(|p| (p.clone(), json!({}))).collect())
+        },
     });
     let mut host_config = hc.clone();
     if let Some(o) = host_config.as_object_mut() {
-        o.insert("NetworkMode".into(), json!(network.mode_name()));
+        o.insert(
+            "NetworkMode".into(),
+            json!(match network {
+                Network::User => network_name.as_str(),
+                Network::Bridge if mode == "default" => "default",
+                n => n.mode_name(),
+            }),
+        );
         // dockerd's default: as much swap as memory, shown in HostConfig (and checked by
         // `docker update`).
         let memory = o.get("Memory").and_then(Value::as_i64).unwrap_or(0);
@@ -1390,8 +1426,32 @@ mod tests {
                 "would leave the cgroup hierarchy",
             ),
             (
-                json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
-                "-p/--publish",
+                json!({"HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}),
+                "already uses the host's ports directly",
+            ),
+            (
+                json!({"HostConfig": {"NetworkMode": "none", "PublishAllPorts": true}}),
+                "has no network to publish them from",
+            ),
+            (
+                json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "70000"}]}}}),
+                "expected a port from 1 to 65535",
+            ),
+            (
+                json!({"HostConfig": {"PortBindings": {"80/bogus": [{"HostPort": "80"}]}}}),
+                "invalid proto: bogus",
+            ),
+            (
+                json!({"NetworkingConfig": {"EndpointsConfig": {"bridge": {"IPAMConfig": {"IPv4Address": "172.17.0.9"}}}}}),
+                "user specified IP address is supported on user defined networks only",
+            ),
+            (
+                json!({"HostConfig": {"NetworkMode": "site"}, "NetworkingConfig": {"EndpointsConfig": {"site": {"MacAddress": "01:00:00:00:00:01"}}}}),
+                "multicast mac address",
+            ),
+            (
+                json!({"HostConfig": {"NetworkMode": "site"}, "NetworkingConfig": {"EndpointsConfig": {"site": {"IPAMConfig": {"IPv4Address": "10.1.1"}}}}}),
+                "invalid IPv4 address",
             ),
             (
                 json!({"HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
@@ -1401,7 +1461,7 @@ mod tests {
                 json!({"HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
                 "'AutoRemove' container with restart policy",
             ),
-            (json!({"HostConfig": {"NetworkMode": "site"}}), "network site not found"),
+            (json!({"HostConfig": {"NetworkMode": "container:db"}}), "--network container:db"),
             (json!({"HostConfig": {"Binds": ["vol:/data:z"]}}), "SELinux"),
             (
                 json!({"HostConfig": {"Mounts": [{"Type": "volume", "Target": "/"}]}}),
@@ -1569,4 +1629,181 @@ mod tests {
             assert!(parse_signal(bad).is_err(), "{bad:?} accepted");
         }
     }
+}
+
+/// The networks of a create request: the `NetworkMode` network first, with what
+/// `NetworkingConfig.EndpointsConfig` asks of it and of further networks (API 1.44+ sends
+/// several). Names are resolved by the caller.
+fn endpoint_requests(body: &Value, network: Network, network_name: &str, config: &Value) -> Result<Vec<EndpointRequest>, Error> {
+    let primary = match network {
+        Network::User => network_name,
+        Network::Bridge => "bridge",
+        Network::Host | Network::None => "",
+    };
+    let mut out: Vec<EndpointRequest> = Vec::new();
+    if !primary.is_empty() {
+        out.push(EndpointRequest {
+            network: primary.to_owned(),
+            ..EndpointRequest::default()
+        });
+    }
+    // Before API 1.44 the MAC address is the container's (`Config.MacAddress`).
+    let legacy_mac = string(config.get("MacAddress"));
+    if let Some(eps) = body.pointer("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object) {
+        for (name, ep) in eps {
+            let is_primary = name == primary || (network == Network::Bridge && name == "default");
+            if !is_primary && !network.wired() {
+                return Err(invalid(format!(
+                    "container cannot be connected to network {name} with --network {}",
+                    network.mode_name()
+                )));
+            }
+            let ipv4 = match string(ep.pointer("/IPAMConfig/IPv4Address")) {
+                s if s.is_empty() => None,
+                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?),
+            };
+            let ipv6 = match string(ep.pointer("/IPAMConfig/IPv6Address")) {
+                s if s.is_empty() => None,
+                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv6 address: {s}")))?),
+            };
+            if (ipv4.is_some() || ipv6.is_some()) && network != Network::User {
+                return Err(invalid("user specified IP address is supported on user defined networks only"));
+            }
+            let aliases = strings(ep.get("Aliases"));
+            if !aliases.is_empty() && network != Network::User {
+                return Err(invalid("network-scoped alias is supported only for containers in user defined networks"));
+            }
+            let mac = match string(ep.get("MacAddress")) {
+                m if m.is_empty() => None,
+                m => Some(m),
+            };
+            let req = EndpointRequest {
+                network: if is_primary { primary.to_owned() } else { name.clone() },
+                ipv4,
+                ipv6,
+                mac,
+                aliases,
+            };
+            match out.iter_mut().find(|e| e.network == req.network) {
+                Some(e) => *e = req,
+                None => out.push(req),
+            }
+        }
+    }
+    if !legacy_mac.is_empty() {
+        match out.first_mut() {
+            Some(e) if e.mac.is_none() => e.mac = Some(legacy_mac),
+            Some(_) => {}
+            None => return Err(invalid("conflicting options: mac-address and the network mode")),
+        }
+    }
+    for e in &out {
+        if let Some(m) = &e.mac {
+            parse_mac(m)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || invalid(format!("{s} is not a valid mac address"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(invalid(format!("{s} is a multicast mac address")));
+    }
+    Ok(mac)
+}
+
+/// `PORT/PROTO` -> (port, proto).
+pub(crate) fn parse_port_proto(s: &str) -> Result<(u16, String), Error> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid(format!("invalid port specification: {s:?}")))?;
+    match proto {
+        "tcp" | "udp" | "sctp" => Ok((port, proto.to_owned())),
+        _ => Err(invalid(format!("invalid proto: {proto}"))),
+    }
+}
+
+/// `HostConfig.PortBindings`, `PublishAllPorts` and the exposed ports (the request's and the
+/// image's). Publishing needs a network namespace of the container's own on a network.
+fn port_requests(
+    hc: &Value,
+    config: &Value,
+    image: &ImageRecord,
+    network: Network,
+) -> Result<(Vec<PortRequest>, bool, Vec<String>), Error> {
+    let mut exposed: Vec<String> = Vec::new();
+    let mut add_exposed = |key: &str| -> Result<(), Error> {
+        let (port, proto) = parse_port_proto(key)?;
+        let k = format!("{port}/{proto}");
+        if !exposed.contains(&k) {
+            exposed.push(k);
+        }
+        Ok(())
+    };
+    if let Some(ports) = image.config.config.exposed_ports.as_ref() {
+        for k in ports.keys() {
+            add_exposed(k)?;
+        }
+    }
+    if let Some(ports) = config.get("ExposedPorts").and_then(Value::as_object) {
+        for k in ports.keys() {
+            add_exposed(k)?;
+        }
+    }
+    let mut ports = Vec::new();
+    if let Some(bindings) = hc.get("PortBindings").and_then(Value::as_object) {
+        for (key, list) in bindings {
+            let (container_port, proto) = parse_port_proto(key)?;
+            add_exposed(key)?;
+            let list = list.as_array().cloned().unwrap_or_default();
+            let list = if list.is_empty() { vec![json!({})] } else { list };
+            for b in list {
+                let host_ip = string(b.get("HostIp"));
+                if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(format!("invalid host IP address {host_ip:?} in -p {key}")));
+                }
+                let host_port = match string(b.get("HostPort")) {
+                    p if p.is_empty() || p == "0" => None,
+                    p => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        invalid(format!("invalid host port {p:?} in -p {key}: expected a port from 1 to 65535"))
+                    })?),
+                };
+                ports.push(PortRequest {
+                    container_port,
+                    proto: proto.clone(),
+                    host_ip,
+                    host_port,
+                });
+            }
+        }
+    }
+    let publish_all = hc.get("PublishAllPorts").and_then(Value::as_bool) == Some(true);
+    if (!ports.is_empty() || publish_all) && !network.wired() {
+        return Err(invalid(format!(
+            "published ports need a network: with --network {} the container {} (use --network bridge or a user network, or drop -p/-P)",
+            network.mode_name(),
+            if network == Network::Host {
+                "already uses the host's ports directly"
+            } else {
+                "has no network to publish them from"
+            }
+        )));
+    }
+    Ok((ports, publish_all, exposed))
 }
