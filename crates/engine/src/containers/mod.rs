@@ -612,10 +612,14 @@ impl Containers {
         // A volume device left mounted by a daemon that died before its last user's exit.
         self.volumes.unmount_idle();
         let running: Vec<Record> = self.all().iter().map(|e| e.record()).filter(|r| r.running()).collect();
-        let wirings: Vec<(Wiring<'_>, Vec<Published>)> =
-            running.iter().map(|r| (wiring(r), r.published.clone())).collect();
         let networks = self.networks.clone();
-        tokio::task::block_in_place(|| networks.restore(&wirings));
+        tokio::task::spawn_blocking(move || {
+            let wirings: Vec<(Wiring<'_>, Vec<Published>)> =
+                running.iter().map(|r| (wiring(r), r.published.clone())).collect();
+            networks.restore(&wirings);
+        })
+        .await
+        .expect("restoring networks does not panic");
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
@@ -1170,7 +1174,10 @@ impl Containers {
             self.deactivate_volumes(rec, true);
             if rec.settings.network.wired() {
                 let networks = self.networks.clone();
-                tokio::task::block_in_place(|| networks.detach(&wiring(rec)));
+                let r = rec.clone();
+                tokio::task::spawn_blocking(move || networks.detach(&wiring(&r)))
+                    .await
+                    .expect("unwiring does not panic");
             }
         }
         let auto_remove = match &rec {

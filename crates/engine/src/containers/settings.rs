@@ -1320,7 +1320,9 @@ mod tests {
         assert_eq!(p.settings.args, ["echo", "hi"]);
         assert_eq!(p.settings.env, ["PATH=/bin", "A=2", "B=3"]);
         assert_eq!(p.settings.network, Network::Bridge);
-        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.settings.endpoints.len(), 1);
+        assert_eq!(p.settings.endpoints[0].network, "bridge");
         assert_eq!(p.settings.hostname, &ID[..12]);
         let p = parse(
             &json!({"Image": "bb", "HostConfig": {"NetworkMode": "none"}}),
