@@ -182,6 +182,10 @@ fn existing_bridge_is_kept_as_it_is() {
     let link = nl.link("br0").unwrap().unwrap();
     assert_eq!((link.mtu, link.up), (1300, true), "MTU untouched, set up");
     assert_eq!(ip_addrs(&host, "br0"), ["192.168.50.1/24", "10.99.0.1/24"]);
+    // The address it has, with another prefix: left as it is.
+    let addresses = nets(&["192.168.50.1/16"]);
+    nl.ensure_bridge(&bridge("br0", None, &addresses, false)).unwrap();
+    assert_eq!(ip_addrs(&host, "br0"), ["192.168.50.1/24", "10.99.0.1/24"]);
 }
 
 #[test]
@@ -728,6 +732,17 @@ fn attach_timing() {
         v.sort();
         v[v.len() / 2]
     };
+    let mut lookup = Vec::new();
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        nl.link("br-t").unwrap();
+        lookup.push(t0.elapsed());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "median of 50: link(bridge) {:?}",
+        median(&mut lookup)
+    );
     let _ = writeln!(
         std::io::stderr(),
         "median of 50: Netns::create {:?}, attach_veth {:?}, both {:?}",
