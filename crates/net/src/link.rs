@@ -303,8 +303,8 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map_err(|e| {
                 e.into_error(
-                    format!("create veth pair with peer {} in {}", iface.name, ns.path().display()),
-                    host_name,
+                    "create veth pair",
+                    &format!("{host_name} (peer {} in {})", iface.name, ns.path().display()),
                 )
             })?;
 
@@ -385,8 +385,8 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map_err(|e| {
                 e.into_error(
-                    format!("create {what} link {} in {} on", iface.name, ns.path().display()),
-                    parent,
+                    format!("create {what} link"),
+                    &format!("{} on {parent} (in {})", iface.name, ns.path().display()),
                 )
             })?;
 
