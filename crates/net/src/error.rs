@@ -24,6 +24,13 @@ pub enum Error {
     /// A link the caller named does not exist (an unknown `parent`).
     #[error("no such network interface {name}")]
     NoSuchLink { name: String },
+    /// The gratuitous ARP announcing an address could not be sent.
+    #[error("failed to send a gratuitous ARP for {addr} on {iface}: {source}")]
+    Arp {
+        iface: String,
+        addr: std::net::Ipv4Addr,
+        source: std::io::Error,
+    },
     #[error("failed to enter network namespace {}: {reason}", path.display())]
     Netns { path: PathBuf, reason: String },
     #[error("nftables: {reason}")]
