@@ -329,22 +329,23 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         refused(&["run", "-d", "--name", "two", "--net", "a", "--ip", "10.9.0.50", "busybox", "sleep", "1"], "one");
         refused(&["network", "rm", "a"], "active endpoints");
         refused(&["network", "rm", "bridge"], "pre-defined");
-        ns.ip(&["link", "add", "dum0", "type", "dummy"]);
+        // A link that is not a bridge (a veth end: this kernel may lack the dummy driver).
+        ns.ip(&["link", "add", "dum0", "type", "veth", "peer", "name", "dum0p"]);
         refused(&["network", "create", "-o", "com.docker.network.bridge.name=dum0", "x"], "not a bridge");
         refused(&["network", "create", "-o", "com.docker.network.bridge.name=waytoolongname0", "x"], "at most 15");
         refused(&["network", "create", "-d", "macvlan", "-o", "parent=nope0", "--subnet", "10.20.0.0/24", "mv"], "no such network interface");
         refused(&["network", "create", "-d", "overlay", "ov"], "overlay");
 
-        // macvlan on a VLAN of a NIC: Berth makes the VLAN link and deletes it with the
-        // network.
-        ns.ip(&["link", "add", "nic0", "type", "dummy"]);
+        // macvlan on a NIC (a veth end stands in for it).
+        ns.ip(&["link", "add", "nic0", "type", "veth", "peer", "name", "nic0p"]);
         ns.ip(&["link", "set", "nic0", "up"]);
-        daemon.docker_ok(&["network", "create", "-d", "macvlan", "-o", "parent=nic0.10", "--subnet", "10.30.0.0/24", "mv"]);
+        ns.ip(&["link", "set", "nic0p", "up"]);
+        daemon.docker_ok(&["network", "create", "-d", "macvlan", "-o", "parent=nic0", "--subnet", "10.30.0.0/24", "mv"]);
         let out = daemon.docker_ok(&["run", "--rm", "--net", "mv", "--ip", "10.30.0.5", "busybox", "busybox", "ip", "-o", "-4", "addr"]);
         assert!(text(&out).contains("10.30.0.5/24"), "{out}");
-        assert!(ns.ip(&["-o", "link", "show"]).contains("nic0.10@nic0"));
+        refused(&["network", "create", "-d", "macvlan", "-o", "parent=nic0", "--subnet", "10.31.0.0/24", "mv2"], "already using parent interface");
         daemon.docker_ok(&["network", "rm", "mv"]);
-        assert!(!ns.ip(&["-o", "link", "show"]).contains("nic0.10"), "the VLAN link went with the network");
+        assert!(ns.ip(&["-o", "link", "show"]).contains("nic0"), "a parent Berth did not make stays");
 
         let nets = text(&daemon.docker_ok(&["network", "ls", "--format", "{{.Name}}"]));
         let mut nets: Vec<&str> = nets.lines().collect();

@@ -859,7 +859,7 @@ impl Networks {
             if before.is_some() && state == BridgeState::Existing && !r.created_link {
                 // Remember what was added to someone else's bridge, to take it off again.
                 for g in &gateways {
-                    if !r.added_addresses.contains(g) && !had.contains(g) {
+                    if !r.added_addresses.contains(g) && !had.iter().any(|h| h.addr() == g.addr()) {
                         r.added_addresses.push(*g);
                         changed = true;
                     }

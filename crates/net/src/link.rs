@@ -179,7 +179,7 @@ impl Netlink {
         };
 
         if !spec.addresses.is_empty() {
-            let present = self.addresses(bridge.index, spec.name)?;
+            let present = self.addresses_of(bridge.index, spec.name)?;
             for address in spec.addresses {
                 // Matched by address alone: a site's bridge that has the gateway with another
                 // prefix keeps it as it is, rather than getting a second one.
@@ -437,7 +437,7 @@ impl Netlink {
     }
 
     /// The addresses of link `index`.
-    fn addresses(&mut self, index: u32, name: &str) -> Result<Vec<IpNet>> {
+    fn addresses_of(&mut self, index: u32, name: &str) -> Result<Vec<IpNet>> {
         let mut msg = AddressMessage::default();
         msg.header.index = index;
         let replies = self
@@ -956,15 +956,32 @@ mod tests {
 }
 
 impl Netlink {
-    /// The addresses of link `name` (with their prefixes).
+    /// The addresses of link `name` (with their prefixes); a missing link is
+    /// [`Error::NoSuchLink`].
     pub fn addresses(&mut self, name: &str) -> Result<Vec<IpNet>> {
-        let _ = name;
-        Err(Error::Invalid("berth: netlink is not built yet".into()))
+        let link = self.link(name)?.ok_or_else(|| Error::NoSuchLink { name: name.to_owned() })?;
+        self.addresses_of(link.index, name)
     }
 
-    /// Takes `addresses` off link `name`; ones it does not carry are fine.
+    /// Takes `addresses` off link `name`; ones it does not carry, or a missing link, are fine.
     pub fn delete_addresses(&mut self, name: &str, addresses: &[IpNet]) -> Result<()> {
-        let _ = (name, addresses);
-        Err(Error::Invalid("berth: netlink is not built yet".into()))
+        let Some(link) = self.link(name)? else { return Ok(()) };
+        for address in addresses {
+            let mut msg = AddressMessage::default();
+            msg.header.index = link.index;
+            msg.header.prefix_len = address.prefix_len();
+            msg.header.family = match address {
+                IpNet::V4(_) => AddressFamily::Inet,
+                IpNet::V6(_) => AddressFamily::Inet6,
+            };
+            msg.attributes.push(AddressAttribute::Local(address.addr()));
+            msg.attributes.push(AddressAttribute::Address(address.addr()));
+            match self.request(RouteNetlinkMessage::DelAddress(msg), 0) {
+                Ok(_) => {}
+                Err(e) if e.errno == Errno::EADDRNOTAVAIL || e.errno == Errno::ENODEV => {}
+                Err(e) => return Err(e.into_error(format!("remove address {address} from"), name)),
+            }
+        }
+        Ok(())
     }
 }
