@@ -129,7 +129,14 @@ impl Containers {
                         .get(&ep.network_id)
                         .map(|n| n.name)
                         .unwrap_or_else(|_| ep.request.network.clone());
-                    out.insert(name, endpoint_json(&ep.network_id, Some((ep, self.gateways(ep))), running));
+                    let mut v = endpoint_json(&ep.network_id, Some((ep, self.gateways(ep))), running);
+                    if name != "bridge" && running {
+                        // The names the network's DNS answers for it, as dockerd (API 1.44+) lists them.
+                        let mut names = vec![r.name.clone(), r.id[..12].to_owned()];
+                        names.extend(ep.aliases.iter().cloned());
+                        v["DNSNames"] = json!(names);
+                    }
+                    out.insert(name, v);
                 }
             }
         }
