@@ -4,7 +4,7 @@
 //! host's own links, addresses, routes and nftables ruleset are never touched, and each test
 //! checks that they are the same afterwards.
 //!
-//! Needs root, the docker CLI, iproute2, nftables and busybox-static on the host.
+//! Needs root, the docker CLI, iproute2, nftables, curl and busybox-static on the host.
 
 // Test output is the reader's interface here: the docker CLI's output, for the record.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -69,9 +69,9 @@ impl Ns {
             .args(args))
     }
 
-    /// `busybox wget -qO- URL` from inside the namespace.
+    /// `curl URL` from inside the namespace.
     fn fetch(&self, url: &str) -> Option<String> {
-        let out = self.exec("busybox", &["wget", "-T", "3", "-qO-", url]);
+        let out = self.exec("curl", &["-sS", "-m", "3", url]);
         out.status.success().then(|| text(&out))
     }
 }
