@@ -158,7 +158,7 @@ fn site_bridge_static_addresses_names_and_published_ports() {
     let before = host_snapshot();
     let dir = tempfile::tempdir().expect("tempdir");
     let site = Site::new();
-    let br0_before = site.host.ip(&["-o", "addr", "show", "br0"]);
+    let br0_before = site.host.ip(&["-o", "-4", "addr", "show", "br0"]);
     let routes_before = site.host.ip(&["route", "show"]);
     {
         let (_cleanup, mut daemon) = start(
@@ -186,7 +186,7 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         assert!(got.lines().any(|l| l.trim() == "9000"), "MTU 9000 inside\n{got}");
         assert!(got.contains("reached"), "the site is reachable\n{got}");
         // The site's bridge keeps its address and the host its routes.
-        assert_eq!(site.host.ip(&["-o", "addr", "show", "br0"]), br0_before);
+        assert_eq!(site.host.ip(&["-o", "-4", "addr", "show", "br0"]), br0_before);
         assert_eq!(site.host.ip(&["route", "show"]), routes_before);
 
         // The xCAT native recipe.
@@ -296,7 +296,7 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         }
         let links = site.host.ip(&["-o", "link", "show"]);
         assert!(!links.contains("bv") && !links.contains("br1") && !links.contains("br-"), "{links}");
-        assert_eq!(site.host.ip(&["-o", "addr", "show", "br0"]), br0_before);
+        assert_eq!(site.host.ip(&["-o", "-4", "addr", "show", "br0"]), br0_before);
         let (status, _) = daemon.terminate();
         assert!(status.success());
     }
@@ -321,7 +321,13 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         refused(&["network", "create", "--subnet", "10.9.1.0/24", "b"], "overlaps");
         refused(&["network", "create", "--subnet", "10.8.0.0/16", "a"], "already exists");
         refused(&["network", "create", "--subnet", "10.7.0.1/16", "c"], "host bits");
-        refused(&["network", "create", "--subnet", "10.7.0.0/16", "--gateway", "10.6.0.1", "c"], "not inside subnet");
+        // The CLI checks this one itself; the daemon must too.
+        let out = sh(Command::new("curl").args([
+            "-sS", "--unix-socket", daemon.paths.socket.to_str().expect("utf-8"), "-X", "POST",
+            "-H", "Content-Type: application/json", "http://berth/networks/create",
+            "-d", r#"{"Name":"c","IPAM":{"Config":[{"Subnet":"10.7.0.0/16","Gateway":"10.6.0.1"}]}}"#,
+        ]));
+        assert!(out.stdout.contains("gateway 10.6.0.1 is not inside subnet 10.7.0.0/16"), "{out}");
         refused(&["run", "--rm", "--net", "a", "--ip", "10.10.0.5", "busybox", "true"], "no configured subnet");
         refused(&["run", "--rm", "--ip", "172.17.0.9", "busybox", "true"], "user defined networks only");
         refused(&["run", "--rm", "--net", "nope", "busybox", "true"], "network nope not found");
@@ -332,7 +338,7 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         // A link that is not a bridge (a veth end: this kernel may lack the dummy driver).
         ns.ip(&["link", "add", "dum0", "type", "veth", "peer", "name", "dum0p"]);
         refused(&["network", "create", "-o", "com.docker.network.bridge.name=dum0", "x"], "not a bridge");
-        refused(&["network", "create", "-o", "com.docker.network.bridge.name=waytoolongname0", "x"], "at most 15");
+        refused(&["network", "create", "-o", "com.docker.network.bridge.name=waytoolongname00", "x"], "at most 15");
         refused(&["network", "create", "-d", "macvlan", "-o", "parent=nope0", "--subnet", "10.20.0.0/24", "mv"], "no such network interface");
         refused(&["network", "create", "-d", "overlay", "ov"], "overlay");
 
