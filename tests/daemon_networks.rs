@@ -229,6 +229,22 @@ fn site_bridge_static_addresses_names_and_published_ports() {
             assert!(text(&out).contains(&web_ip), "{name} resolves to {web_ip}\n{out}");
         }
 
+        // connect/disconnect on a running container, with a static address, IPv6 and an
+        // alias; --mac-address.
+        daemon.docker_ok(&["network", "create", "--ipv6", "--subnet", "fd00:5::/64", "--subnet", "10.6.0.0/24", "v6net"]);
+        daemon.docker_ok(&["network", "connect", "--ip", "10.6.0.9", "--ip6", "fd00:5::9", "--alias", "webv6", "v6net", "web"]);
+        let addrs = text(&daemon.docker_ok(&["exec", "web", "busybox", "ip", "-o", "addr"]));
+        assert!(addrs.contains("10.6.0.9/24") && addrs.contains("fd00:5::9/64"), "{addrs}");
+        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "busybox", "busybox", "nslookup", "webv6"]);
+        assert!(text(&out).contains("10.6.0.9"), "{out}");
+        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "busybox", "busybox", "ping", "-c1", "-W3", "fd00:5::9"]);
+        assert!(out.status.success(), "{out}");
+        daemon.docker_ok(&["network", "disconnect", "v6net", "web"]);
+        let addrs = text(&daemon.docker_ok(&["exec", "web", "busybox", "ip", "-o", "addr"]));
+        assert!(!addrs.contains("10.6.0.9"), "{addrs}");
+        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "--mac-address", "02:42:aa:bb:cc:dd", "busybox", "cat", "/sys/class/net/eth0/address"]);
+        assert_eq!(text(&out).trim(), "02:42:aa:bb:cc:dd");
+
         // A published port: reachable from the host (its address and loopback) and from
         // another namespace, without a proxy process.
         daemon.docker_ok(&[
@@ -291,7 +307,7 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         check_xcat(&daemon, "after a restart by the new daemon");
 
         daemon.docker_ok(&["rm", "-f", "xcatmn", "web", "srv", "srv2", "in1"]);
-        for n in ["subnet1", "n1", "int1"] {
+        for n in ["subnet1", "n1", "int1", "v6net"] {
             daemon.docker_ok(&["network", "rm", n]);
         }
         let links = site.host.ip(&["-o", "link", "show"]);
