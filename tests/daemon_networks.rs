@@ -42,7 +42,11 @@ struct Ns {
 impl Ns {
     fn new(tag: &str) -> Ns {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("berth-net-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "berth-net-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let out = sh(Command::new("ip").args(["netns", "add", &name]));
         assert!(out.status.success(), "ip netns add {name}");
         let ns = Ns { name };
@@ -95,7 +99,18 @@ impl Site {
         host.ip(&["link", "add", "br0", "type", "bridge"]);
         host.ip(&["addr", "add", "10.0.3.1/24", "dev", "br0"]);
         host.ip(&["link", "set", "br0", "up"]);
-        host.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name]);
+        host.ip(&[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ]);
         host.ip(&["link", "set", "up0", "master", "br0", "up"]);
         outside.ip(&["addr", "add", "10.0.3.200/24", "dev", "eth0"]);
         outside.ip(&["link", "set", "eth0", "up"]);
@@ -164,7 +179,12 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         let (_cleanup, mut daemon) = start(
             dir.path(),
             &site.host,
-            &["--bridge=br0", "--fixed-cidr=10.0.3.144/28", "--mtu=9000", "--ipv6=false"],
+            &[
+                "--bridge=br0",
+                "--fixed-cidr=10.0.3.144/28",
+                "--mtu=9000",
+                "--ipv6=false",
+            ],
         );
 
         // The Tier-1 recipe: an address from the fixed range on the site's bridge, MTU 9000,
@@ -181,7 +201,10 @@ fn site_bridge_static_addresses_names_and_published_ports() {
             .and_then(|a| a.split('/').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {got}"));
-        assert!((144..160).contains(&addr.octets()[3]) && addr.to_string().starts_with("10.0.3."), "{got}");
+        assert!(
+            (144..160).contains(&addr.octets()[3]) && addr.to_string().starts_with("10.0.3."),
+            "{got}"
+        );
         assert!(got.contains("/24"), "{got}");
         assert!(got.lines().any(|l| l.trim() == "9000"), "MTU 9000 inside\n{got}");
         assert!(got.contains("reached"), "the site is reachable\n{got}");
@@ -191,14 +214,36 @@ fn site_bridge_static_addresses_names_and_published_ports() {
 
         // The xCAT native recipe.
         daemon.docker_ok(&[
-            "network", "create", "--driver=bridge", "--subnet=10.5.107.0/24", "--gateway=10.5.107.1",
-            "--ip-range=10.5.107.128/25", "-o", "com.docker.network.bridge.name=br1",
-            "-o", "com.docker.network.bridge.host_binding_ipv4=10.0.3.1", "subnet1",
+            "network",
+            "create",
+            "--driver=bridge",
+            "--subnet=10.5.107.0/24",
+            "--gateway=10.5.107.1",
+            "--ip-range=10.5.107.128/25",
+            "-o",
+            "com.docker.network.bridge.name=br1",
+            "-o",
+            "com.docker.network.bridge.host_binding_ipv4=10.0.3.1",
+            "subnet1",
         ]);
         daemon.docker_ok(&[
-            "run", "-d", "--name", "xcatmn", "--net=subnet1", "--ip=10.5.107.101",
-            "--hostname", "xcatmn.clusters.com", "--add-host", "xcatmn.clusters.com xcatmn:10.5.107.101",
-            "--dns", "10.5.107.1", "--dns-search", "clusters.com", "busybox", "sleep", "1000",
+            "run",
+            "-d",
+            "--name",
+            "xcatmn",
+            "--net=subnet1",
+            "--ip=10.5.107.101",
+            "--hostname",
+            "xcatmn.clusters.com",
+            "--add-host",
+            "xcatmn.clusters.com xcatmn:10.5.107.101",
+            "--dns",
+            "10.5.107.1",
+            "--dns-search",
+            "clusters.com",
+            "busybox",
+            "sleep",
+            "1000",
         ]);
         let check_xcat = |daemon: &DaemonProcess, when: &str| {
             assert_eq!(ip_of(daemon, "xcatmn", "subnet1"), "10.5.107.101", "{when}");
@@ -209,7 +254,10 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         assert!(hosts.contains("10.5.107.101\txcatmn.clusters.com xcatmn\n"), "{hosts}");
         let resolv = text(&daemon.docker_ok(&["exec", "xcatmn", "cat", "/etc/resolv.conf"]));
         assert_eq!(resolv, "search clusters.com\nnameserver 10.5.107.1\n");
-        assert_eq!(text(&daemon.docker_ok(&["exec", "xcatmn", "hostname"])).trim(), "xcatmn.clusters.com");
+        assert_eq!(
+            text(&daemon.docker_ok(&["exec", "xcatmn", "hostname"])).trim(),
+            "xcatmn.clusters.com"
+        );
         daemon.docker_ok(&["restart", "-t", "1", "xcatmn"]);
         check_xcat(&daemon, "after docker restart");
         daemon.docker_ok(&["stop", "-t", "1", "xcatmn"]);
@@ -218,11 +266,26 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         // Another container cannot take the address.
         let out = daemon.docker(&["run", "--rm", "--net=subnet1", "--ip=10.5.107.101", "busybox", "true"]);
         assert!(!out.status.success(), "{out}");
-        assert!(out.stderr.contains("10.5.107.101") && out.stderr.contains("xcatmn"), "names the holder\n{out}");
+        assert!(
+            out.stderr.contains("10.5.107.101") && out.stderr.contains("xcatmn"),
+            "names the holder\n{out}"
+        );
 
         // Names: containers on one user network resolve each other, aliases too.
         daemon.docker_ok(&["network", "create", "n1"]);
-        daemon.docker_ok(&["run", "-d", "--name", "web", "--net", "n1", "--network-alias", "www", "busybox", "sleep", "1000"]);
+        daemon.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--net",
+            "n1",
+            "--network-alias",
+            "www",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
         let web_ip = ip_of(&daemon, "web", "n1");
         for name in ["web", "www", "WEB"] {
             let out = daemon.docker_ok(&["run", "--rm", "--net", "n1", "busybox", "busybox", "nslookup", name]);
@@ -231,24 +294,80 @@ fn site_bridge_static_addresses_names_and_published_ports() {
 
         // connect/disconnect on a running container, with a static address, IPv6 and an
         // alias; --mac-address.
-        daemon.docker_ok(&["network", "create", "--ipv6", "--subnet", "fd00:5::/64", "--subnet", "10.6.0.0/24", "v6net"]);
-        daemon.docker_ok(&["network", "connect", "--ip", "10.6.0.9", "--ip6", "fd00:5::9", "--alias", "webv6", "v6net", "web"]);
+        daemon.docker_ok(&[
+            "network",
+            "create",
+            "--ipv6",
+            "--subnet",
+            "fd00:5::/64",
+            "--subnet",
+            "10.6.0.0/24",
+            "v6net",
+        ]);
+        daemon.docker_ok(&[
+            "network",
+            "connect",
+            "--ip",
+            "10.6.0.9",
+            "--ip6",
+            "fd00:5::9",
+            "--alias",
+            "webv6",
+            "v6net",
+            "web",
+        ]);
         let addrs = text(&daemon.docker_ok(&["exec", "web", "busybox", "ip", "-o", "addr"]));
-        assert!(addrs.contains("10.6.0.9/24") && addrs.contains("fd00:5::9/64"), "{addrs}");
-        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "busybox", "busybox", "nslookup", "webv6"]);
+        assert!(
+            addrs.contains("10.6.0.9/24") && addrs.contains("fd00:5::9/64"),
+            "{addrs}"
+        );
+        let out = daemon.docker_ok(&[
+            "run", "--rm", "--net", "v6net", "busybox", "busybox", "nslookup", "webv6",
+        ]);
         assert!(text(&out).contains("10.6.0.9"), "{out}");
-        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "busybox", "busybox", "ping", "-c1", "-W3", "fd00:5::9"]);
+        let out = daemon.docker_ok(&[
+            "run",
+            "--rm",
+            "--net",
+            "v6net",
+            "busybox",
+            "busybox",
+            "ping",
+            "-c1",
+            "-W3",
+            "fd00:5::9",
+        ]);
         assert!(out.status.success(), "{out}");
         daemon.docker_ok(&["network", "disconnect", "v6net", "web"]);
         let addrs = text(&daemon.docker_ok(&["exec", "web", "busybox", "ip", "-o", "addr"]));
         assert!(!addrs.contains("10.6.0.9"), "{addrs}");
-        let out = daemon.docker_ok(&["run", "--rm", "--net", "v6net", "--mac-address", "02:42:aa:bb:cc:dd", "busybox", "cat", "/sys/class/net/eth0/address"]);
+        let out = daemon.docker_ok(&[
+            "run",
+            "--rm",
+            "--net",
+            "v6net",
+            "--mac-address",
+            "02:42:aa:bb:cc:dd",
+            "busybox",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]);
         assert_eq!(text(&out).trim(), "02:42:aa:bb:cc:dd");
 
         // A published port: reachable from the host (its address and loopback) and from
         // another namespace, without a proxy process.
         daemon.docker_ok(&[
-            "run", "-d", "--name", "srv", "--net", "n1", "-p", "8080:80", "busybox", "sh", "-c",
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--net",
+            "n1",
+            "-p",
+            "8080:80",
+            "busybox",
+            "sh",
+            "-c",
             "echo hello > /tmp/index.html; exec busybox httpd -f -p 80 -h /tmp",
         ]);
         wait_until("httpd answers", Duration::from_secs(10), || {
@@ -262,28 +381,67 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         let ps = text(&daemon.docker_ok(&["ps", "--filter", "name=srv", "--format", "{{.Ports}}"]));
         assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
         // -P picks a free port; host_binding_ipv4 is the default address of subnet1's.
-        daemon.docker_ok(&["run", "-d", "--name", "srv2", "--net", "subnet1", "-p", "80", "busybox", "sh", "-c",
-            "echo two > /tmp/index.html; exec busybox httpd -f -p 80 -h /tmp"]);
+        daemon.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "srv2",
+            "--net",
+            "subnet1",
+            "-p",
+            "80",
+            "busybox",
+            "sh",
+            "-c",
+            "echo two > /tmp/index.html; exec busybox httpd -f -p 80 -h /tmp",
+        ]);
         let port = text(&daemon.docker_ok(&["port", "srv2", "80"]));
         assert!(port.starts_with("10.0.3.1:"), "{port}");
         let url = format!("http://{}/", port.trim());
-        wait_until("srv2 answers", Duration::from_secs(10), || site.outside.fetch(&url).is_some());
+        wait_until("srv2 answers", Duration::from_secs(10), || {
+            site.outside.fetch(&url).is_some()
+        });
         let out = daemon.docker(&["run", "--rm", "--net", "n1", "-p", "8080:81", "busybox", "true"]);
-        assert!(!out.status.success() && out.stderr.contains("port is already allocated"), "{out}");
+        assert!(
+            !out.status.success() && out.stderr.contains("port is already allocated"),
+            "{out}"
+        );
         daemon.docker_ok(&["stop", "-t", "1", "srv"]);
-        assert_eq!(site.host.fetch("http://10.0.3.1:8080/"), None, "the rule went with the container");
+        assert_eq!(
+            site.host.fetch("http://10.0.3.1:8080/"),
+            None,
+            "the rule went with the container"
+        );
         let rules = text(&site.host.exec("nft", &["list", "table", "inet", "berth"]));
         assert!(!rules.contains("8080"), "{rules}");
         let out = daemon.docker(&["run", "--rm", "--net", "host", "-p", "80:80", "busybox", "true"]);
-        assert!(!out.status.success() && out.stderr.contains("host"), "-p with --net=host is refused\n{out}");
+        assert!(
+            !out.status.success() && out.stderr.contains("host"),
+            "-p with --net=host is refused\n{out}"
+        );
 
         // An internal network reaches nothing outside, but its members reach each other.
         daemon.docker_ok(&["network", "create", "--internal", "int1"]);
-        daemon.docker_ok(&["run", "-d", "--name", "in1", "--net", "int1", "busybox", "sleep", "1000"]);
+        daemon.docker_ok(&[
+            "run", "-d", "--name", "in1", "--net", "int1", "busybox", "sleep", "1000",
+        ]);
         let in1 = ip_of(&daemon, "in1", "int1");
-        let out = daemon.docker(&["run", "--rm", "--net", "int1", "busybox", "busybox", "ping", "-c1", "-W2", "10.0.3.200"]);
+        let out = daemon.docker(&[
+            "run",
+            "--rm",
+            "--net",
+            "int1",
+            "busybox",
+            "busybox",
+            "ping",
+            "-c1",
+            "-W2",
+            "10.0.3.200",
+        ]);
         assert!(!out.status.success(), "an internal network reaches the site\n{out}");
-        daemon.docker_ok(&["run", "--rm", "--net", "int1", "busybox", "busybox", "ping", "-c1", "-W2", &in1]);
+        daemon.docker_ok(&[
+            "run", "--rm", "--net", "int1", "busybox", "busybox", "ping", "-c1", "-W2", &in1,
+        ]);
 
         // A daemon killed and restarted: the containers still run, with their addresses,
         // names and ports; a restart after that keeps the static address.
@@ -311,13 +469,20 @@ fn site_bridge_static_addresses_names_and_published_ports() {
             daemon.docker_ok(&["network", "rm", n]);
         }
         let links = site.host.ip(&["-o", "link", "show"]);
-        assert!(!links.contains("bv") && !links.contains("br1") && !links.contains("br-"), "{links}");
+        assert!(
+            !links.contains("bv") && !links.contains("br1") && !links.contains("br-"),
+            "{links}"
+        );
         assert_eq!(site.host.ip(&["-o", "-4", "addr", "show", "br0"]), br0_before);
         let (status, _) = daemon.terminate();
         assert!(status.success());
     }
     drop(site);
-    assert_eq!(host_snapshot(), before, "the host's links, addresses, routes and ruleset changed");
+    assert_eq!(
+        host_snapshot(),
+        before,
+        "the host's links, addresses, routes and ruleset changed"
+    );
 }
 
 #[test]
@@ -339,35 +504,145 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         refused(&["network", "create", "--subnet", "10.7.0.1/16", "c"], "host bits");
         // The CLI checks this one itself; the daemon must too.
         let out = sh(Command::new("curl").args([
-            "-sS", "--unix-socket", daemon.paths.socket.to_str().expect("utf-8"), "-X", "POST",
-            "-H", "Content-Type: application/json", "http://berth/networks/create",
-            "-d", r#"{"Name":"c","IPAM":{"Config":[{"Subnet":"10.7.0.0/16","Gateway":"10.6.0.1"}]}}"#,
+            "-sS",
+            "--unix-socket",
+            daemon.paths.socket.to_str().expect("utf-8"),
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "http://berth/networks/create",
+            "-d",
+            r#"{"Name":"c","IPAM":{"Config":[{"Subnet":"10.7.0.0/16","Gateway":"10.6.0.1"}]}}"#,
         ]));
-        assert!(out.stdout.contains("gateway 10.6.0.1 is not inside subnet 10.7.0.0/16"), "{out}");
-        refused(&["run", "--rm", "--net", "a", "--ip", "10.10.0.5", "busybox", "true"], "no configured subnet");
-        refused(&["run", "--rm", "--ip", "172.17.0.9", "busybox", "true"], "user defined networks only");
-        refused(&["run", "--rm", "--net", "nope", "busybox", "true"], "network nope not found");
-        daemon.docker_ok(&["run", "-d", "--name", "one", "--net", "a", "--ip", "10.9.0.50", "busybox", "sleep", "1000"]);
-        refused(&["run", "-d", "--name", "two", "--net", "a", "--ip", "10.9.0.50", "busybox", "sleep", "1"], "one");
+        assert!(
+            out.stdout.contains("gateway 10.6.0.1 is not inside subnet 10.7.0.0/16"),
+            "{out}"
+        );
+        refused(
+            &["run", "--rm", "--net", "a", "--ip", "10.10.0.5", "busybox", "true"],
+            "no configured subnet",
+        );
+        refused(
+            &["run", "--rm", "--ip", "172.17.0.9", "busybox", "true"],
+            "user defined networks only",
+        );
+        refused(
+            &["run", "--rm", "--net", "nope", "busybox", "true"],
+            "network nope not found",
+        );
+        daemon.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "one",
+            "--net",
+            "a",
+            "--ip",
+            "10.9.0.50",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        refused(
+            &[
+                "run",
+                "-d",
+                "--name",
+                "two",
+                "--net",
+                "a",
+                "--ip",
+                "10.9.0.50",
+                "busybox",
+                "sleep",
+                "1",
+            ],
+            "one",
+        );
         refused(&["network", "rm", "a"], "active endpoints");
         refused(&["network", "rm", "bridge"], "pre-defined");
         // A link that is not a bridge (a veth end: this kernel may lack the dummy driver).
         ns.ip(&["link", "add", "dum0", "type", "veth", "peer", "name", "dum0p"]);
-        refused(&["network", "create", "-o", "com.docker.network.bridge.name=dum0", "x"], "not a bridge");
-        refused(&["network", "create", "-o", "com.docker.network.bridge.name=waytoolongname00", "x"], "at most 15");
-        refused(&["network", "create", "-d", "macvlan", "-o", "parent=nope0", "--subnet", "10.20.0.0/24", "mv"], "no such network interface");
+        refused(
+            &["network", "create", "-o", "com.docker.network.bridge.name=dum0", "x"],
+            "not a bridge",
+        );
+        refused(
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=waytoolongname00",
+                "x",
+            ],
+            "at most 15",
+        );
+        refused(
+            &[
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=nope0",
+                "--subnet",
+                "10.20.0.0/24",
+                "mv",
+            ],
+            "no such network interface",
+        );
         refused(&["network", "create", "-d", "overlay", "ov"], "overlay");
 
         // macvlan on a NIC (a veth end stands in for it).
         ns.ip(&["link", "add", "nic0", "type", "veth", "peer", "name", "nic0p"]);
         ns.ip(&["link", "set", "nic0", "up"]);
         ns.ip(&["link", "set", "nic0p", "up"]);
-        daemon.docker_ok(&["network", "create", "-d", "macvlan", "-o", "parent=nic0", "--subnet", "10.30.0.0/24", "mv"]);
-        let out = daemon.docker_ok(&["run", "--rm", "--net", "mv", "--ip", "10.30.0.5", "busybox", "busybox", "ip", "-o", "-4", "addr"]);
+        daemon.docker_ok(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=nic0",
+            "--subnet",
+            "10.30.0.0/24",
+            "mv",
+        ]);
+        let out = daemon.docker_ok(&[
+            "run",
+            "--rm",
+            "--net",
+            "mv",
+            "--ip",
+            "10.30.0.5",
+            "busybox",
+            "busybox",
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+        ]);
         assert!(text(&out).contains("10.30.0.5/24"), "{out}");
-        refused(&["network", "create", "-d", "macvlan", "-o", "parent=nic0", "--subnet", "10.31.0.0/24", "mv2"], "already using parent interface");
+        refused(
+            &[
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=nic0",
+                "--subnet",
+                "10.31.0.0/24",
+                "mv2",
+            ],
+            "already using parent interface",
+        );
         daemon.docker_ok(&["network", "rm", "mv"]);
-        assert!(ns.ip(&["-o", "link", "show"]).contains("nic0"), "a parent Berth did not make stays");
+        assert!(
+            ns.ip(&["-o", "link", "show"]).contains("nic0"),
+            "a parent Berth did not make stays"
+        );
 
         let nets = text(&daemon.docker_ok(&["network", "ls", "--format", "{{.Name}}"]));
         let mut nets: Vec<&str> = nets.lines().collect();
@@ -381,5 +656,9 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         assert!(!links.contains("bv") && !links.contains("br-"), "{links}");
     }
     drop(ns);
-    assert_eq!(host_snapshot(), before, "the host's links, addresses, routes and ruleset changed");
+    assert_eq!(
+        host_snapshot(),
+        before,
+        "the host's links, addresses, routes and ruleset changed"
+    );
 }

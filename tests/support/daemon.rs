@@ -143,12 +143,14 @@ impl Paths {
             .arg(&self.pidfile);
         // Outside a network namespace of its own, a test daemon leaves the host's links and
         // firewall alone: no default bridge unless the test asks for one.
-        if netns.is_none() && !extra.iter().any(|a| *a == "--bridge" || *a == "-b" || a.starts_with("--bridge=")) {
+        if netns.is_none()
+            && !extra
+                .iter()
+                .any(|a| *a == "--bridge" || *a == "-b" || a.starts_with("--bridge="))
+        {
             cmd.args(["--bridge", "none"]);
         }
-        cmd.args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
+        cmd.args(extra).env("RUST_LOG", "info").env("NO_COLOR", "1");
         cmd
     }
 }

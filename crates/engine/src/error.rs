@@ -86,7 +86,11 @@ pub enum Error {
     NetworkConflict(String),
     /// An address another container holds.
     #[error("Address already in use: {ip} on network {network} is held by container {holder}")]
-    AddressInUse { ip: String, network: String, holder: String },
+    AddressInUse {
+        ip: String,
+        network: String,
+        holder: String,
+    },
     /// A host port another container publishes or another program listens on.
     #[error("Bind for {addr} failed: port is already allocated{detail}")]
     PortAllocated { addr: String, detail: String },
@@ -199,9 +203,7 @@ impl Error {
             // Not 404: on any 404 from create the docker CLI pulls the image and tries again.
             Error::NoSuchNetwork { .. } | Error::InvalidNetwork(_) => ErrorKind::InvalidArgument,
             Error::NetworkNotFound { .. } => ErrorKind::NotFound,
-            Error::NetworkConflict(_) | Error::AddressInUse { .. } | Error::PortAllocated { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::NetworkConflict(_) | Error::AddressInUse { .. } | Error::PortAllocated { .. } => ErrorKind::Conflict,
             Error::Net(e) => match e.kind() {
                 berth_net::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
                 berth_net::ErrorKind::Internal => ErrorKind::Internal,
@@ -250,15 +252,16 @@ impl IntoResponse for Error {
         let kind = self.kind();
         // Internal detail (paths, OS errors) goes to the log, not to the client.
         // A failed start says why (as dockerd's OCI runtime errors do): the user has to act.
-        let message =
-            if kind == ErrorKind::Internal
-                && !matches!(self, Error::StartFailed { .. } | Error::HostRefused { .. } | Error::Net(_))
-            {
-                tracing::error!(error = %self, "request failed");
-                "internal error; see the daemon log".to_owned()
-            } else {
-                self.to_string()
-            };
+        let message = if kind == ErrorKind::Internal
+            && !matches!(
+                self,
+                Error::StartFailed { .. } | Error::HostRefused { .. } | Error::Net(_)
+            ) {
+            tracing::error!(error = %self, "request failed");
+            "internal error; see the daemon log".to_owned()
+        } else {
+            self.to_string()
+        };
         (kind.status(), Json(serde_json::json!({ "message": message }))).into_response()
     }
 }

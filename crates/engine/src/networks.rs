@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use berth_net::dns::{DnsServer, Names};
 use berth_net::ipam::{self, Pool};
 use berth_net::link::{BridgeSpec, BridgeState, Interface, Netlink, SubKind};
-use berth_net::nft::{self, NetworkRules, PortRule, Proto, Ruleset};
 use berth_net::netns::{self, Netns};
+use berth_net::nft::{self, NetworkRules, PortRule, Proto, Ruleset};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -334,7 +334,11 @@ impl Networks {
         }
         let (subnet, gateway) = match (self.config.bip, existing) {
             (Some(bip), _) | (None, Some(bip)) => (bip.trunc(), bip.addr()),
-            (None, None) => match old.as_ref().and_then(|o| o.subnets.first()).filter(|s| s.subnet.addr().is_ipv4()) {
+            (None, None) => match old
+                .as_ref()
+                .and_then(|o| o.subnets.first())
+                .filter(|s| s.subnet.addr().is_ipv4())
+            {
                 Some(s) if old.as_ref().is_some_and(|o| o.interface == iface) => (s.subnet, s.gateway),
                 _ => {
                     let s = self.free_subnet(&[])?;
@@ -353,7 +357,8 @@ impl Networks {
             let v6 = self.config.fixed_cidr_v6.ok_or_else(|| {
                 Error::InvalidNetwork("--ipv6 needs --fixed-cidr-v6 (the default bridge's IPv6 subnet)".into())
             })?;
-            let p = Pool::new(v6.trunc(), None, None).map_err(|e| Error::InvalidNetwork(format!("--fixed-cidr-v6: {e}")))?;
+            let p = Pool::new(v6.trunc(), None, None)
+                .map_err(|e| Error::InvalidNetwork(format!("--fixed-cidr-v6: {e}")))?;
             subnets.push(Subnet {
                 subnet: p.subnet,
                 ip_range: None,
@@ -363,15 +368,24 @@ impl Networks {
         let mut options = BTreeMap::new();
         options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
         options.insert("com.docker.network.bridge.enable_icc".into(), "true".into());
-        options.insert("com.docker.network.bridge.enable_ip_masquerade".into(), self.config.ip_masq.to_string());
+        options.insert(
+            "com.docker.network.bridge.enable_ip_masquerade".into(),
+            self.config.ip_masq.to_string(),
+        );
         options.insert("com.docker.network.bridge.host_binding_ipv4".into(), "0.0.0.0".into());
         options.insert("com.docker.network.bridge.name".into(), iface.clone());
-        options.insert("com.docker.network.driver.mtu".into(), self.config.mtu.unwrap_or(1500).to_string());
+        options.insert(
+            "com.docker.network.driver.mtu".into(),
+            self.config.mtu.unwrap_or(1500).to_string(),
+        );
         let record = NetworkRecord {
             id: old.as_ref().map(|o| o.id.clone()).unwrap_or_else(new_id),
             name: "bridge".into(),
             driver: "bridge".into(),
-            created: old.as_ref().map(|o| o.created.clone()).unwrap_or_else(berth_runtime::now_rfc3339),
+            created: old
+                .as_ref()
+                .map(|o| o.created.clone())
+                .unwrap_or_else(berth_runtime::now_rfc3339),
             internal: false,
             attachable: false,
             ipv6: self.config.ipv6,
@@ -466,11 +480,19 @@ impl Networks {
     }
 
     pub(crate) fn list(&self) -> Vec<NetworkRecord> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn emit(&self, r: &NetworkRecord, action: &'static str, container: Option<&str>) {
-        let mut attrs = BTreeMap::from([("name".to_owned(), r.name.clone()), ("type".to_owned(), r.driver.clone())]);
+        let mut attrs = BTreeMap::from([
+            ("name".to_owned(), r.name.clone()),
+            ("type".to_owned(), r.driver.clone()),
+        ]);
         if let Some(c) = container {
             attrs.insert("container".to_owned(), c.to_owned());
         }
@@ -490,9 +512,16 @@ impl Networks {
         }
         let _links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(other) = self.list().into_iter().find(|r| r.name == req.name) {
-            return Err(Error::NetworkConflict(format!("network with name {} already exists", other.name)));
+            return Err(Error::NetworkConflict(format!(
+                "network with name {} already exists",
+                other.name
+            )));
         }
-        let driver = if req.driver.is_empty() { "bridge".to_owned() } else { req.driver.clone() };
+        let driver = if req.driver.is_empty() {
+            "bridge".to_owned()
+        } else {
+            req.driver.clone()
+        };
         if !matches!(driver.as_str(), "bridge" | "macvlan" | "ipvlan") {
             return Err(Error::InvalidNetwork(match driver.as_str() {
                 "host" | "null" => format!("only one instance of \"{driver}\" network is allowed"),
@@ -508,7 +537,9 @@ impl Networks {
                 None => Ok(default),
                 Some("true" | "1") => Ok(true),
                 Some("false" | "0") => Ok(false),
-                Some(v) => Err(Error::InvalidNetwork(format!("invalid value {v:?} for option {k}: expected true or false"))),
+                Some(v) => Err(Error::InvalidNetwork(format!(
+                    "invalid value {v:?} for option {k}: expected true or false"
+                ))),
             }
         };
         let masquerade = bool_opt("com.docker.network.bridge.enable_ip_masquerade", true)?;
@@ -545,7 +576,7 @@ impl Networks {
                 )));
             }
         }
-        if bool_opt("com.docker.network.bridge.enable_icc", true)? == false {
+        if !bool_opt("com.docker.network.bridge.enable_icc", true)? {
             return Err(Error::InvalidNetwork(
                 "berth: com.docker.network.bridge.enable_icc=false is not built yet".into(),
             ));
@@ -576,7 +607,9 @@ impl Networks {
             }
             _ => {
                 let parent = opt("parent").ok_or_else(|| {
-                    Error::InvalidNetwork(format!("berth: a {driver} network needs -o parent=INTERFACE (the host NIC, or NIC.VLAN)"))
+                    Error::InvalidNetwork(format!(
+                        "berth: a {driver} network needs -o parent=INTERFACE (the host NIC, or NIC.VLAN)"
+                    ))
                 })?;
                 check_ifname(&parent)?;
                 let base = parent.split_once('.').map(|(b, _)| b).unwrap_or(&parent);
@@ -586,7 +619,11 @@ impl Networks {
                         "-o parent={parent}: no such network interface {base} on the host"
                     )));
                 }
-                match (driver.as_str(), opt("macvlan_mode").as_deref(), opt("ipvlan_mode").as_deref()) {
+                match (
+                    driver.as_str(),
+                    opt("macvlan_mode").as_deref(),
+                    opt("ipvlan_mode").as_deref(),
+                ) {
                     ("macvlan", None | Some("bridge"), None) | ("ipvlan", None, None | Some("l2" | "l3")) => {}
                     _ => {
                         return Err(Error::InvalidNetwork(
@@ -594,7 +631,11 @@ impl Networks {
                         ));
                     }
                 }
-                if self.list().iter().any(|r| r.sub_kind().is_some() && r.interface == parent) {
+                if self
+                    .list()
+                    .iter()
+                    .any(|r| r.sub_kind().is_some() && r.interface == parent)
+                {
                     return Err(Error::NetworkConflict(format!(
                         "network dm-{parent} is already using parent interface {parent}"
                     )));
@@ -607,7 +648,9 @@ impl Networks {
         let mut taken: Vec<IpNet> = Vec::new();
         for (subnet, range, gateway) in &req.ipam {
             let Some(subnet) = subnet else {
-                return Err(Error::InvalidNetwork("berth: an IPAM config without a subnet is not supported".into()));
+                return Err(Error::InvalidNetwork(
+                    "berth: an IPAM config without a subnet is not supported".into(),
+                ));
             };
             let pool = Pool::new(*subnet, *range, *gateway).map_err(|e| Error::InvalidNetwork(e.to_string()))?;
             subnets.push(Subnet {
@@ -737,7 +780,10 @@ impl Networks {
             let net = self.resolve(&req.network)?;
             if net.predefined() && net.name != "bridge" {
                 return Err(Error::InvalidContainerConfig {
-                    reason: format!("container cannot be disconnected from host network or connected to {} network", net.name),
+                    reason: format!(
+                        "container cannot be disconnected from host network or connected to {} network",
+                        net.name
+                    ),
                 });
             }
             if out.iter().any(|e| e.network_id == net.id) {
@@ -779,7 +825,8 @@ impl Networks {
                 };
                 let ip = match wanted {
                     Some(ip) if s.subnet.contains(&ip) => {
-                        pool.check_static(ip).map_err(|e| Error::InvalidContainerConfig { reason: e.to_string() })?;
+                        pool.check_static(ip)
+                            .map_err(|e| Error::InvalidContainerConfig { reason: e.to_string() })?;
                         if let Some(h) = held(ip) {
                             return Err(Error::AddressInUse {
                                 ip: ip.to_string(),
@@ -795,14 +842,18 @@ impl Networks {
                             reason: format!(
                                 "no configured subnet or ip-range contain the IP address {ip} (network {} has {})",
                                 net.name,
-                                net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>().join(", ")
+                                net.subnets
+                                    .iter()
+                                    .map(|s| s.subnet.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         });
                     }
                     None if (v4 && ep.ipv4.is_some()) || (!v4 && ep.ipv6.is_some()) => continue,
-                    None => pool.allocate(last(v4), |ip| held(ip).is_some()).map_err(|e| Error::InvalidContainerConfig {
-                        reason: e.to_string(),
-                    })?,
+                    None => pool
+                        .allocate(last(v4), |ip| held(ip).is_some())
+                        .map_err(|e| Error::InvalidContainerConfig { reason: e.to_string() })?,
                 };
                 let n = IpNet::new(ip, s.subnet.prefix_len()).expect("prefix of a valid subnet");
                 if v4 {
@@ -895,18 +946,25 @@ impl Networks {
         if dns.contains_key(&r.id) {
             return;
         }
-        let Some(gw) = r.subnets.first().map(|s| s.gateway) else { return };
+        let Some(gw) = r.subnets.first().map(|s| s.gateway) else {
+            return;
+        };
         let names: Names = Arc::default();
         let upstreams = berth_net::dns::host_resolvers(Path::new("/etc/resolv.conf"));
         let started = tokio::runtime::Handle::try_current()
             .map_err(|e| e.to_string())
-            .and_then(|h| h.block_on(DnsServer::start(gw, names.clone(), upstreams)).map_err(|e| e.to_string()));
+            .and_then(|h| {
+                h.block_on(DnsServer::start(gw, names.clone(), upstreams))
+                    .map_err(|e| e.to_string())
+            });
         match started {
             Ok(server) => {
                 tracing::info!(network = %r.name, addr = %gw, "embedded DNS server listening");
                 dns.insert(r.id.clone(), NetDns { names, _server: server });
             }
-            Err(e) => tracing::warn!(network = %r.name, addr = %gw, error = %e, "no embedded DNS server; containers on this network do not resolve each other by name"),
+            Err(e) => {
+                tracing::warn!(network = %r.name, addr = %gw, error = %e, "no embedded DNS server; containers on this network do not resolve each other by name")
+            }
         }
     }
 
@@ -1049,7 +1107,11 @@ impl Networks {
         let mut rules = Vec::new();
         let mut published = Vec::new();
         let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-        let others: Vec<PortRule> = ports.iter().filter(|(c, _)| *c != w.id).flat_map(|(_, r)| r.clone()).collect();
+        let others: Vec<PortRule> = ports
+            .iter()
+            .filter(|(c, _)| *c != w.id)
+            .flat_map(|(_, r)| r.clone())
+            .collect();
         for r in &requests {
             let host_ip: Option<IpAddr> = match r.host_ip.as_str() {
                 "" => net.host_binding_ipv4.filter(|a| !a.is_unspecified()),
@@ -1074,13 +1136,19 @@ impl Networks {
                 Some(p) => {
                     if let Some(o) = clash(p, &rules) {
                         return Err(Error::PortAllocated {
-                            addr: format!("{}:{p}", host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())),
+                            addr: format!(
+                                "{}:{p}",
+                                host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())
+                            ),
                             detail: format!(" (published by container {})", &o[..12.min(o.len())]),
                         });
                     }
                     if nft::port_in_use(host_ip, p, pr) {
                         return Err(Error::PortAllocated {
-                            addr: format!("{}:{p}", host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())),
+                            addr: format!(
+                                "{}:{p}",
+                                host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())
+                            ),
                             detail: " (a program on the host listens on it)".into(),
                         });
                     }
@@ -1189,7 +1257,12 @@ impl Networks {
             let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
             self.dns_names(&ep.network_id, &Self::names_of(w, ep), &ips, false);
         }
-        let had_ports = self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(w.id).is_some();
+        let had_ports = self
+            .ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(w.id)
+            .is_some();
         if had_ports {
             if let Err(e) = self.apply_firewall(false) {
                 tracing::warn!(container = %w.id, error = %e, "failed to remove the container's published ports");
@@ -1240,7 +1313,10 @@ impl Networks {
                     })
                     .collect();
                 if !rules.is_empty() {
-                    self.ports.lock().unwrap_or_else(|p| p.into_inner()).insert(w.id.to_owned(), rules);
+                    self.ports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(w.id.to_owned(), rules);
                 }
             }
         }
@@ -1355,7 +1431,9 @@ fn check_ifname(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > IFNAME_MAX
         || name.contains('/')
-        || name.chars().any(|c| c.is_whitespace() || c == ':' || c == '"' || c == '\'')
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == ':' || c == '"' || c == '\'')
     {
         return Err(Error::InvalidNetwork(format!(
             "invalid interface name {name:?}: at most {IFNAME_MAX} characters, no '/', ':', quotes or spaces"

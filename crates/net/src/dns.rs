@@ -77,7 +77,9 @@ impl DnsServer {
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
-                let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
                 let query = buf[..n].to_vec();
                 let (s, udp) = (s.clone(), udp.clone());
                 tokio::spawn(async move {
@@ -139,7 +141,11 @@ impl Shared {
             return reply_to(&msg, code).to_vec().ok();
         }
         for up in &self.upstreams {
-            let answer = if tcp { forward_tcp(*up, query).await } else { forward_udp(*up, query).await };
+            let answer = if tcp {
+                forward_tcp(*up, query).await
+            } else {
+                forward_udp(*up, query).await
+            };
             if let Some(a) = answer {
                 return Some(a);
             }
@@ -232,7 +238,10 @@ async fn forward_udp(up: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
     sock.connect(up).await.ok()?;
     sock.send(query).await.ok()?;
     let mut buf = vec![0u8; 65535];
-    let n = tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv(&mut buf)).await.ok()?.ok()?;
+    let n = tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     // Only the answer to this query (same id).
     (n >= 2 && query.len() >= 2 && buf[..2] == query[..2]).then(|| buf[..n].to_vec())
 }
@@ -270,21 +279,29 @@ mod tests {
 
     fn query(name: &str, t: RecordType, id: u16) -> Vec<u8> {
         let mut m = Message::new();
-        m.set_id(id).set_message_type(MessageType::Query).set_recursion_desired(true);
+        m.set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_recursion_desired(true);
         m.add_query(hickory_proto::op::Query::query(Name::from_ascii(name).unwrap(), t));
         m.to_vec().unwrap()
     }
 
     fn answers(bytes: &[u8]) -> (ResponseCode, Vec<String>) {
         let m = Message::from_vec(bytes).unwrap();
-        (m.response_code(), m.answers().iter().map(|r| r.data().to_string()).collect())
+        (
+            m.response_code(),
+            m.answers().iter().map(|r| r.data().to_string()).collect(),
+        )
     }
 
     async fn udp_ask(at: SocketAddr, q: &[u8]) -> Vec<u8> {
         let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         s.send_to(q, at).await.unwrap();
         let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         buf[..n].to_vec()
     }
 
@@ -301,10 +318,16 @@ mod tests {
     #[tokio::test]
     async fn answers_names_forwards_the_rest_and_fails_cleanly() {
         let names: Names = Arc::default();
-        names.write().unwrap().insert("web".into(), vec!["172.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap()]);
+        names.write().unwrap().insert(
+            "web".into(),
+            vec!["172.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        );
         // The upstream: a second server with its own names.
         let up_names: Names = Arc::default();
-        up_names.write().unwrap().insert("elsewhere.site".into(), vec!["192.0.2.7".parse().unwrap()]);
+        up_names
+            .write()
+            .unwrap()
+            .insert("elsewhere.site".into(), vec!["192.0.2.7".parse().unwrap()]);
         let up_at = free_port();
         let _up = DnsServer::start_on(up_at, up_names, vec![]).await.unwrap();
         let at = free_port();
@@ -323,7 +346,10 @@ mod tests {
         let (code, _) = answers(&udp_ask(at, &query("nowhere.", RecordType::A, 5)).await);
         assert_eq!(code, ResponseCode::NXDomain);
         // An update is seen at once.
-        names.write().unwrap().insert("db".into(), vec!["172.18.0.3".parse().unwrap()]);
+        names
+            .write()
+            .unwrap()
+            .insert("db".into(), vec!["172.18.0.3".parse().unwrap()]);
         let (_, a) = answers(&udp_ask(at, &query("db.", RecordType::A, 6)).await);
         assert_eq!(a, ["172.18.0.3"]);
         // TCP.
@@ -340,7 +366,9 @@ mod tests {
         // An upstream that does not answer: SERVFAIL after its timeout.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let at2 = free_port();
-        let _s2 = DnsServer::start_on(at2, names.clone(), vec![silent.local_addr().unwrap()]).await.unwrap();
+        let _s2 = DnsServer::start_on(at2, names.clone(), vec![silent.local_addr().unwrap()])
+            .await
+            .unwrap();
         let (code, _) = answers(&udp_ask(at2, &query("nowhere.", RecordType::A, 8)).await);
         assert_eq!(code, ResponseCode::ServFail);
         // Garbage is dropped, the server keeps serving.
@@ -358,8 +386,15 @@ mod tests {
         assert_eq!(reverse_ip("x.in-addr.arpa"), None);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("resolv.conf");
-        std::fs::write(&p, "search x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver bogus\n").unwrap();
-        assert_eq!(host_resolvers(&p), ["10.0.0.2:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        std::fs::write(
+            &p,
+            "search x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver bogus\n",
+        )
+        .unwrap();
+        assert_eq!(
+            host_resolvers(&p),
+            ["10.0.0.2:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+        );
         assert!(host_resolvers(&d.path().join("none")).is_empty());
     }
 }

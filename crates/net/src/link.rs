@@ -918,6 +918,39 @@ fn random_mac() -> [u8; 6] {
     mac
 }
 
+impl Netlink {
+    /// The addresses of link `name` (with their prefixes); a missing link is
+    /// [`Error::NoSuchLink`].
+    pub fn addresses(&mut self, name: &str) -> Result<Vec<IpNet>> {
+        let link = self
+            .link(name)?
+            .ok_or_else(|| Error::NoSuchLink { name: name.to_owned() })?;
+        self.addresses_of(link.index, name)
+    }
+
+    /// Takes `addresses` off link `name`; ones it does not carry, or a missing link, are fine.
+    pub fn delete_addresses(&mut self, name: &str, addresses: &[IpNet]) -> Result<()> {
+        let Some(link) = self.link(name)? else { return Ok(()) };
+        for address in addresses {
+            let mut msg = AddressMessage::default();
+            msg.header.index = link.index;
+            msg.header.prefix_len = address.prefix_len();
+            msg.header.family = match address {
+                IpNet::V4(_) => AddressFamily::Inet,
+                IpNet::V6(_) => AddressFamily::Inet6,
+            };
+            msg.attributes.push(AddressAttribute::Local(address.addr()));
+            msg.attributes.push(AddressAttribute::Address(address.addr()));
+            match self.request(RouteNetlinkMessage::DelAddress(msg), 0) {
+                Ok(_) => {}
+                Err(e) if e.errno == Errno::EADDRNOTAVAIL || e.errno == Errno::ENODEV => {}
+                Err(e) => return Err(e.into_error(format!("remove address {address} from"), name)),
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,36 +985,5 @@ mod tests {
             let mac = random_mac();
             assert_eq!(mac[0] & 0x03, 0x02);
         }
-    }
-}
-
-impl Netlink {
-    /// The addresses of link `name` (with their prefixes); a missing link is
-    /// [`Error::NoSuchLink`].
-    pub fn addresses(&mut self, name: &str) -> Result<Vec<IpNet>> {
-        let link = self.link(name)?.ok_or_else(|| Error::NoSuchLink { name: name.to_owned() })?;
-        self.addresses_of(link.index, name)
-    }
-
-    /// Takes `addresses` off link `name`; ones it does not carry, or a missing link, are fine.
-    pub fn delete_addresses(&mut self, name: &str, addresses: &[IpNet]) -> Result<()> {
-        let Some(link) = self.link(name)? else { return Ok(()) };
-        for address in addresses {
-            let mut msg = AddressMessage::default();
-            msg.header.index = link.index;
-            msg.header.prefix_len = address.prefix_len();
-            msg.header.family = match address {
-                IpNet::V4(_) => AddressFamily::Inet,
-                IpNet::V6(_) => AddressFamily::Inet6,
-            };
-            msg.attributes.push(AddressAttribute::Local(address.addr()));
-            msg.attributes.push(AddressAttribute::Address(address.addr()));
-            match self.request(RouteNetlinkMessage::DelAddress(msg), 0) {
-                Ok(_) => {}
-                Err(e) if e.errno == Errno::EADDRNOTAVAIL || e.errno == Errno::ENODEV => {}
-                Err(e) => return Err(e.into_error(format!("remove address {address} from"), name)),
-            }
-        }
-        Ok(())
     }
 }

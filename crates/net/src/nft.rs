@@ -142,10 +142,14 @@ pub fn port_in_use(host_ip: Option<IpAddr>, port: u16, proto: Proto) -> bool {
 fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 15.max(if what == "table" { 64 } else { 15 })
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !ok || (what == "interface" && name.len() > 15) {
         return Err(Error::Nft {
-            reason: format!("invalid {what} name {name:?}: letters, digits, '_', '-', '.' only, at most 15 for an interface"),
+            reason: format!(
+                "invalid {what} name {name:?}: letters, digits, '_', '-', '.' only, at most 15 for an interface"
+            ),
         });
     }
     Ok(())
@@ -249,7 +253,11 @@ fn script(table: &str, set: &Ruleset) -> Value {
         for (a, b) in [("iifname", "oifname"), ("oifname", "iifname")] {
             cmds.push(rule(
                 "forward",
-                vec![eq(meta(a), json!(n.bridge)), ne(meta(b), json!(n.bridge)), json!({"drop": null})],
+                vec![
+                    eq(meta(a), json!(n.bridge)),
+                    ne(meta(b), json!(n.bridge)),
+                    json!({"drop": null}),
+                ],
                 Some(format!("internal network on {}", n.bridge)),
             ));
         }
@@ -293,7 +301,10 @@ fn script(table: &str, set: &Ruleset) -> Value {
         cmds.push(rule(
             "postrouting",
             vec![
-                eq(payload("ip", "saddr"), json!({"prefix": {"addr": "127.0.0.0", "len": 8}})),
+                eq(
+                    payload("ip", "saddr"),
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
                 eq(meta("oifname"), json!(b)),
                 json!({"masquerade": null}),
             ],
@@ -352,7 +363,10 @@ mod tests {
             }],
         };
         let s = script("berth", &set).to_string();
-        assert!(s.contains(r#""dnat":{"addr":"10.0.3.145","family":"ip","port":80}"#), "{s}");
+        assert!(
+            s.contains(r#""dnat":{"addr":"10.0.3.145","family":"ip","port":80}"#),
+            "{s}"
+        );
         assert!(s.contains("masquerade 10.0.3.0/24"), "{s}");
         assert!(s.contains("container 0123456789ab"), "{s}");
         assert!(s.contains("loopback to published ports on br0"), "{s}");

@@ -58,11 +58,21 @@ pub(super) async fn create(StateExtractor(state): AppState, body: Bytes) -> Resu
     let mut ipam = Vec::new();
     if let Some(driver) = body.pointer("/IPAM/Driver").and_then(Value::as_str) {
         if !driver.is_empty() && driver != "default" {
-            return Err(Error::InvalidNetwork(format!("IPAM driver {driver:?} not found (Berth has the default one)")));
+            return Err(Error::InvalidNetwork(format!(
+                "IPAM driver {driver:?} not found (Berth has the default one)"
+            )));
         }
     }
-    for c in body.pointer("/IPAM/Config").and_then(Value::as_array).cloned().unwrap_or_default() {
-        if c.get("AuxiliaryAddresses").and_then(Value::as_object).is_some_and(|o| !o.is_empty()) {
+    for c in body
+        .pointer("/IPAM/Config")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        if c.get("AuxiliaryAddresses")
+            .and_then(Value::as_object)
+            .is_some_and(|o| !o.is_empty())
+        {
             return Err(Error::InvalidNetwork("berth: --aux-address is not built yet".into()));
         }
         ipam.push((
@@ -71,11 +81,17 @@ pub(super) async fn create(StateExtractor(state): AppState, body: Bytes) -> Resu
             parse::<IpAddr>(c.get("Gateway"), "gateway")?,
         ));
     }
-    if body.get("ConfigOnly").and_then(Value::as_bool) == Some(true) || body.get("ConfigFrom").is_some_and(|v| !v.is_null()) {
-        return Err(Error::InvalidNetwork("berth: --config-only and --config-from are not built yet".into()));
+    if body.get("ConfigOnly").and_then(Value::as_bool) == Some(true)
+        || body.get("ConfigFrom").is_some_and(|v| !v.is_null())
+    {
+        return Err(Error::InvalidNetwork(
+            "berth: --config-only and --config-from are not built yet".into(),
+        ));
     }
     if body.get("Ingress").and_then(Value::as_bool) == Some(true) {
-        return Err(Error::InvalidNetwork("berth: --ingress needs swarm, which Berth does not have".into()));
+        return Err(Error::InvalidNetwork(
+            "berth: --ingress needs swarm, which Berth does not have".into(),
+        ));
     }
     let req = CreateRequest {
         name: body.get("Name").and_then(Value::as_str).unwrap_or("").to_owned(),
@@ -133,7 +149,9 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
                 && (drivers.is_empty() || drivers.contains(&r.driver))
                 && labels_match(&labels, &r.labels)
                 && (types.is_empty()
-                    || types.iter().any(|t| (t == "builtin") == r.predefined() && (t == "builtin" || t == "custom")))
+                    || types
+                        .iter()
+                        .any(|t| (t == "builtin") == r.predefined() && (t == "builtin" || t == "custom")))
                 && (scopes.is_empty() || scopes.iter().any(|s| s == "local"))
                 && (dangling.is_empty()
                     || dangling.iter().any(|d| {
@@ -147,13 +165,19 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
 }
 
 /// `GET /networks/{id}`.
-pub(super) async fn inspect(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>) -> Result<Json<Value>, Error> {
+pub(super) async fn inspect(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+) -> Result<Json<Value>, Error> {
     let r: NetworkRecord = state.containers.networks.get(&id)?;
     Ok(Json(Networks::to_json(&r, state.containers.network_containers(&r))))
 }
 
 /// `DELETE /networks/{id}`: 204; refused while containers are on it.
-pub(super) async fn remove(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>) -> Result<StatusCode, Error> {
+pub(super) async fn remove(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+) -> Result<StatusCode, Error> {
     let c = state.containers.clone();
     let r = c.networks.get(&id)?;
     let users = c.network_users(&r.id);
@@ -190,7 +214,11 @@ pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQue
 }
 
 /// `POST /networks/{id}/connect` with `{Container, EndpointConfig}`.
-pub(super) async fn connect(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>, body: Bytes) -> Result<StatusCode, Error> {
+pub(super) async fn connect(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
     let body = body_json(&body)?;
     let net = state.containers.networks.get(&id)?;
     let container = body.get("Container").and_then(Value::as_str).unwrap_or("");
@@ -212,7 +240,11 @@ pub(super) async fn connect(StateExtractor(state): AppState, PathExtractor(id): 
         network: net.id.clone(),
         ipv4,
         ipv6,
-        mac: ep.get("MacAddress").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+        mac: ep
+            .get("MacAddress")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         aliases: strings(ep.get("Aliases")),
     };
     if let Some(m) = &request.mac {
@@ -223,7 +255,11 @@ pub(super) async fn connect(StateExtractor(state): AppState, PathExtractor(id): 
 }
 
 /// `POST /networks/{id}/disconnect` with `{Container, Force}`.
-pub(super) async fn disconnect(StateExtractor(state): AppState, PathExtractor(id): PathExtractor<String>, body: Bytes) -> Result<StatusCode, Error> {
+pub(super) async fn disconnect(
+    StateExtractor(state): AppState,
+    PathExtractor(id): PathExtractor<String>,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
     let body = body_json(&body)?;
     let container = body.get("Container").and_then(Value::as_str).unwrap_or("");
     let entry = state.containers.get(container)?;

@@ -760,9 +760,7 @@ impl Containers {
                 });
             }
             // Under the table's lock, so two creates never take the same address.
-            record.endpoints = self
-                .networks
-                .allocate(&record.settings.endpoints, &holders(&t, None))?;
+            record.endpoints = self.networks.allocate(&record.settings.endpoints, &holders(&t, None))?;
             let entry = Entry::new(record.clone());
             t.names.insert(name.clone(), id.clone());
             t.by_id.insert(id.clone(), entry.clone());
@@ -1683,6 +1681,36 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// What the networks need of a container to wire or unwire it.
+pub(crate) fn wiring(rec: &Record) -> Wiring<'_> {
+    Wiring {
+        id: &rec.id,
+        name: &rec.name,
+        endpoints: &rec.endpoints,
+        ports: &rec.settings.ports,
+        publish_all: rec.settings.publish_all,
+        exposed: &rec.settings.exposed,
+    }
+}
+
+/// Every address held on every network (network id, address, holder's name), but
+/// `except`'s.
+fn holders(t: &Table, except: Option<&str>) -> Vec<(String, std::net::IpAddr, String)> {
+    let mut out = Vec::new();
+    for e in t.by_id.values() {
+        if Some(e.id.as_str()) == except {
+            continue;
+        }
+        let r = e.record.lock().unwrap_or_else(|p| p.into_inner());
+        for ep in &r.endpoints {
+            for n in ep.ipv4.iter().chain(ep.ipv6.iter()) {
+                out.push((ep.network_id.clone(), n.addr(), r.name.clone()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1730,34 +1758,4 @@ mod tests {
             assert!(err.contains("/nonexistent/tini-static"), "{err}");
         }
     }
-}
-
-/// What the networks need of a container to wire or unwire it.
-pub(crate) fn wiring(rec: &Record) -> Wiring<'_> {
-    Wiring {
-        id: &rec.id,
-        name: &rec.name,
-        endpoints: &rec.endpoints,
-        ports: &rec.settings.ports,
-        publish_all: rec.settings.publish_all,
-        exposed: &rec.settings.exposed,
-    }
-}
-
-/// Every address held on every network (network id, address, holder's name), but
-/// `except`'s.
-fn holders(t: &Table, except: Option<&str>) -> Vec<(String, std::net::IpAddr, String)> {
-    let mut out = Vec::new();
-    for e in t.by_id.values() {
-        if Some(e.id.as_str()) == except {
-            continue;
-        }
-        let r = e.record.lock().unwrap_or_else(|p| p.into_inner());
-        for ep in &r.endpoints {
-            for n in ep.ipv4.iter().chain(ep.ipv6.iter()) {
-                out.push((ep.network_id.clone(), n.addr(), r.name.clone()));
-            }
-        }
-    }
-    out
 }

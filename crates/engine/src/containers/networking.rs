@@ -74,7 +74,11 @@ impl Containers {
             let mut eps = self.networks.allocate(&[request], &holders(&t, Some(&rec.id)))?;
             eps.remove(0)
         };
-        let used: Vec<usize> = rec.endpoints.iter().filter_map(|e| e.ifname.strip_prefix("eth")?.parse().ok()).collect();
+        let used: Vec<usize> = rec
+            .endpoints
+            .iter()
+            .filter_map(|e| e.ifname.strip_prefix("eth")?.parse().ok())
+            .collect();
         ep.ifname = format!("eth{}", (0..).find(|i| !used.contains(i)).expect("a free index"));
         if rec.running() {
             let networks = self.networks.clone();

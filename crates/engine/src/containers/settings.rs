@@ -316,8 +316,8 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         other if other.starts_with("container:") => return Err(not_built(format!("--network {other}"))),
         other => (Network::User, other.to_owned()),
     };
-    let endpoints = endpoint_requests(body, network, &network_name, &config)?;
-    let (ports, publish_all, exposed) = port_requests(hc, &config, image, network)?;
+    let endpoints = endpoint_requests(body, network, &network_name, config)?;
+    let (ports, publish_all, exposed) = port_requests(hc, config, image, network)?;
     // Process.
     let ic = &image.config.config;
     let user_entrypoint = config.get("Entrypoint").filter(|v| !v.is_null());
@@ -1273,6 +1273,197 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, Error> {
         .map_err(|_| bad())
 }
 
+/// The networks of a create request: the `NetworkMode` network first, with what
+/// `NetworkingConfig.EndpointsConfig` asks of it and of further networks (API 1.44+ sends
+/// several). Names are resolved by the caller.
+fn endpoint_requests(
+    body: &Value,
+    network: Network,
+    network_name: &str,
+    config: &Value,
+) -> Result<Vec<EndpointRequest>, Error> {
+    let primary = match network {
+        Network::User => network_name,
+        Network::Bridge => "bridge",
+        Network::Host | Network::None => "",
+    };
+    let mut out: Vec<EndpointRequest> = Vec::new();
+    if !primary.is_empty() {
+        out.push(EndpointRequest {
+            network: primary.to_owned(),
+            ..EndpointRequest::default()
+        });
+    }
+    // Before API 1.44 the MAC address is the container's (`Config.MacAddress`).
+    let legacy_mac = string(config.get("MacAddress"));
+    if let Some(eps) = body
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object)
+    {
+        for (name, ep) in eps {
+            let is_primary = name == primary || (network == Network::Bridge && name == "default");
+            if !is_primary && !network.wired() {
+                return Err(invalid(format!(
+                    "container cannot be connected to network {name} with --network {}",
+                    network.mode_name()
+                )));
+            }
+            let ipv4 = match string(ep.pointer("/IPAMConfig/IPv4Address")) {
+                s if s.is_empty() => None,
+                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?),
+            };
+            let ipv6 = match string(ep.pointer("/IPAMConfig/IPv6Address")) {
+                s if s.is_empty() => None,
+                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv6 address: {s}")))?),
+            };
+            if (ipv4.is_some() || ipv6.is_some()) && network != Network::User {
+                return Err(invalid(
+                    "user specified IP address is supported on user defined networks only",
+                ));
+            }
+            let aliases = strings(ep.get("Aliases"));
+            if !aliases.is_empty() && network != Network::User {
+                return Err(invalid(
+                    "network-scoped alias is supported only for containers in user defined networks",
+                ));
+            }
+            let mac = match string(ep.get("MacAddress")) {
+                m if m.is_empty() => None,
+                m => Some(m),
+            };
+            let req = EndpointRequest {
+                network: if is_primary { primary.to_owned() } else { name.clone() },
+                ipv4,
+                ipv6,
+                mac,
+                aliases,
+            };
+            match out.iter_mut().find(|e| e.network == req.network) {
+                Some(e) => *e = req,
+                None => out.push(req),
+            }
+        }
+    }
+    if !legacy_mac.is_empty() {
+        match out.first_mut() {
+            Some(e) if e.mac.is_none() => e.mac = Some(legacy_mac),
+            Some(_) => {}
+            None => return Err(invalid("conflicting options: mac-address and the network mode")),
+        }
+    }
+    for e in &out {
+        if let Some(m) = &e.mac {
+            parse_mac(m)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || invalid(format!("{s} is not a valid mac address"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(invalid(format!("{s} is a multicast mac address")));
+    }
+    Ok(mac)
+}
+
+/// `PORT/PROTO` -> (port, proto).
+pub(crate) fn parse_port_proto(s: &str) -> Result<(u16, String), Error> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid(format!("invalid port specification: {s:?}")))?;
+    match proto {
+        "tcp" | "udp" | "sctp" => Ok((port, proto.to_owned())),
+        _ => Err(invalid(format!("invalid proto: {proto}"))),
+    }
+}
+
+/// `HostConfig.PortBindings`, `PublishAllPorts` and the exposed ports (the request's and the
+/// image's). Publishing needs a network namespace of the container's own on a network.
+fn port_requests(
+    hc: &Value,
+    config: &Value,
+    image: &ImageRecord,
+    network: Network,
+) -> Result<(Vec<PortRequest>, bool, Vec<String>), Error> {
+    let mut exposed: Vec<String> = Vec::new();
+    let mut add_exposed = |key: &str| -> Result<(), Error> {
+        let (port, proto) = parse_port_proto(key)?;
+        let k = format!("{port}/{proto}");
+        if !exposed.contains(&k) {
+            exposed.push(k);
+        }
+        Ok(())
+    };
+    if let Some(ports) = image.config.config.exposed_ports.as_ref() {
+        for k in ports.keys() {
+            add_exposed(k)?;
+        }
+    }
+    if let Some(ports) = config.get("ExposedPorts").and_then(Value::as_object) {
+        for k in ports.keys() {
+            add_exposed(k)?;
+        }
+    }
+    let mut ports = Vec::new();
+    if let Some(bindings) = hc.get("PortBindings").and_then(Value::as_object) {
+        for (key, list) in bindings {
+            let (container_port, proto) = parse_port_proto(key)?;
+            add_exposed(key)?;
+            let list = list.as_array().cloned().unwrap_or_default();
+            let list = if list.is_empty() { vec![json!({})] } else { list };
+            for b in list {
+                let host_ip = string(b.get("HostIp"));
+                if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(format!("invalid host IP address {host_ip:?} in -p {key}")));
+                }
+                let host_port = match string(b.get("HostPort")) {
+                    p if p.is_empty() || p == "0" => None,
+                    p => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        invalid(format!(
+                            "invalid host port {p:?} in -p {key}: expected a port from 1 to 65535"
+                        ))
+                    })?),
+                };
+                ports.push(PortRequest {
+                    container_port,
+                    proto: proto.clone(),
+                    host_ip,
+                    host_port,
+                });
+            }
+        }
+    }
+    let publish_all = hc.get("PublishAllPorts").and_then(Value::as_bool) == Some(true);
+    if (!ports.is_empty() || publish_all) && !network.wired() {
+        return Err(invalid(format!(
+            "published ports need a network: with --network {} the container {} (use --network bridge or a user network, or drop -p/-P)",
+            network.mode_name(),
+            if network == Network::Host {
+                "already uses the host's ports directly"
+            } else {
+                "has no network to publish them from"
+            }
+        )));
+    }
+    Ok((ports, publish_all, exposed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1463,7 +1654,10 @@ mod tests {
                 json!({"HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
                 "'AutoRemove' container with restart policy",
             ),
-            (json!({"HostConfig": {"NetworkMode": "container:db"}}), "--network container:db"),
+            (
+                json!({"HostConfig": {"NetworkMode": "container:db"}}),
+                "--network container:db",
+            ),
             (json!({"HostConfig": {"Binds": ["vol:/data:z"]}}), "SELinux"),
             (
                 json!({"HostConfig": {"Mounts": [{"Type": "volume", "Target": "/"}]}}),
@@ -1631,181 +1825,4 @@ mod tests {
             assert!(parse_signal(bad).is_err(), "{bad:?} accepted");
         }
     }
-}
-
-/// The networks of a create request: the `NetworkMode` network first, with what
-/// `NetworkingConfig.EndpointsConfig` asks of it and of further networks (API 1.44+ sends
-/// several). Names are resolved by the caller.
-fn endpoint_requests(body: &Value, network: Network, network_name: &str, config: &Value) -> Result<Vec<EndpointRequest>, Error> {
-    let primary = match network {
-        Network::User => network_name,
-        Network::Bridge => "bridge",
-        Network::Host | Network::None => "",
-    };
-    let mut out: Vec<EndpointRequest> = Vec::new();
-    if !primary.is_empty() {
-        out.push(EndpointRequest {
-            network: primary.to_owned(),
-            ..EndpointRequest::default()
-        });
-    }
-    // Before API 1.44 the MAC address is the container's (`Config.MacAddress`).
-    let legacy_mac = string(config.get("MacAddress"));
-    if let Some(eps) = body.pointer("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object) {
-        for (name, ep) in eps {
-            let is_primary = name == primary || (network == Network::Bridge && name == "default");
-            if !is_primary && !network.wired() {
-                return Err(invalid(format!(
-                    "container cannot be connected to network {name} with --network {}",
-                    network.mode_name()
-                )));
-            }
-            let ipv4 = match string(ep.pointer("/IPAMConfig/IPv4Address")) {
-                s if s.is_empty() => None,
-                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?),
-            };
-            let ipv6 = match string(ep.pointer("/IPAMConfig/IPv6Address")) {
-                s if s.is_empty() => None,
-                s => Some(s.parse().map_err(|_| invalid(format!("invalid IPv6 address: {s}")))?),
-            };
-            if (ipv4.is_some() || ipv6.is_some()) && network != Network::User {
-                return Err(invalid("user specified IP address is supported on user defined networks only"));
-            }
-            let aliases = strings(ep.get("Aliases"));
-            if !aliases.is_empty() && network != Network::User {
-                return Err(invalid("network-scoped alias is supported only for containers in user defined networks"));
-            }
-            let mac = match string(ep.get("MacAddress")) {
-                m if m.is_empty() => None,
-                m => Some(m),
-            };
-            let req = EndpointRequest {
-                network: if is_primary { primary.to_owned() } else { name.clone() },
-                ipv4,
-                ipv6,
-                mac,
-                aliases,
-            };
-            match out.iter_mut().find(|e| e.network == req.network) {
-                Some(e) => *e = req,
-                None => out.push(req),
-            }
-        }
-    }
-    if !legacy_mac.is_empty() {
-        match out.first_mut() {
-            Some(e) if e.mac.is_none() => e.mac = Some(legacy_mac),
-            Some(_) => {}
-            None => return Err(invalid("conflicting options: mac-address and the network mode")),
-        }
-    }
-    for e in &out {
-        if let Some(m) = &e.mac {
-            parse_mac(m)?;
-        }
-    }
-    Ok(out)
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub(crate) fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let bad = || invalid(format!("{s} is not a valid mac address"));
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(invalid(format!("{s} is a multicast mac address")));
-    }
-    Ok(mac)
-}
-
-/// `PORT/PROTO` -> (port, proto).
-pub(crate) fn parse_port_proto(s: &str) -> Result<(u16, String), Error> {
-    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| invalid(format!("invalid port specification: {s:?}")))?;
-    match proto {
-        "tcp" | "udp" | "sctp" => Ok((port, proto.to_owned())),
-        _ => Err(invalid(format!("invalid proto: {proto}"))),
-    }
-}
-
-/// `HostConfig.PortBindings`, `PublishAllPorts` and the exposed ports (the request's and the
-/// image's). Publishing needs a network namespace of the container's own on a network.
-fn port_requests(
-    hc: &Value,
-    config: &Value,
-    image: &ImageRecord,
-    network: Network,
-) -> Result<(Vec<PortRequest>, bool, Vec<String>), Error> {
-    let mut exposed: Vec<String> = Vec::new();
-    let mut add_exposed = |key: &str| -> Result<(), Error> {
-        let (port, proto) = parse_port_proto(key)?;
-        let k = format!("{port}/{proto}");
-        if !exposed.contains(&k) {
-            exposed.push(k);
-        }
-        Ok(())
-    };
-    if let Some(ports) = image.config.config.exposed_ports.as_ref() {
-        for k in ports.keys() {
-            add_exposed(k)?;
-        }
-    }
-    if let Some(ports) = config.get("ExposedPorts").and_then(Value::as_object) {
-        for k in ports.keys() {
-            add_exposed(k)?;
-        }
-    }
-    let mut ports = Vec::new();
-    if let Some(bindings) = hc.get("PortBindings").and_then(Value::as_object) {
-        for (key, list) in bindings {
-            let (container_port, proto) = parse_port_proto(key)?;
-            add_exposed(key)?;
-            let list = list.as_array().cloned().unwrap_or_default();
-            let list = if list.is_empty() { vec![json!({})] } else { list };
-            for b in list {
-                let host_ip = string(b.get("HostIp"));
-                if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
-                    return Err(invalid(format!("invalid host IP address {host_ip:?} in -p {key}")));
-                }
-                let host_port = match string(b.get("HostPort")) {
-                    p if p.is_empty() || p == "0" => None,
-                    p => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                        invalid(format!("invalid host port {p:?} in -p {key}: expected a port from 1 to 65535"))
-                    })?),
-                };
-                ports.push(PortRequest {
-                    container_port,
-                    proto: proto.clone(),
-                    host_ip,
-                    host_port,
-                });
-            }
-        }
-    }
-    let publish_all = hc.get("PublishAllPorts").and_then(Value::as_bool) == Some(true);
-    if (!ports.is_empty() || publish_all) && !network.wired() {
-        return Err(invalid(format!(
-            "published ports need a network: with --network {} the container {} (use --network bridge or a user network, or drop -p/-P)",
-            network.mode_name(),
-            if network == Network::Host {
-                "already uses the host's ports directly"
-            } else {
-                "has no network to publish them from"
-            }
-        )));
-    }
-    Ok((ports, publish_all, exposed))
 }
