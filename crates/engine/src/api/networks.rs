@@ -1,7 +1,6 @@
 //! `/networks…`: create, list, inspect, remove, prune, connect and disconnect, in dockerd's
 //! shapes (moby `api/server/router/network/network_routes.go`).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::images::Query;
+use super::volumes::{labels_match, name_matches, string_map};
 use crate::containers::settings::EndpointRequest;
 use crate::error::Error;
 use crate::networks::{CreateRequest, NetworkRecord, Networks};
@@ -25,16 +25,6 @@ fn body_json(body: &Bytes) -> Result<Value, Error> {
         return Ok(json!({}));
     }
     serde_json::from_slice(body).map_err(|e| Error::InvalidNetwork(format!("invalid JSON in the request body: {e}")))
-}
-
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn parse<T: std::str::FromStr>(v: Option<&Value>, what: &str) -> Result<Option<T>, Error> {
@@ -108,20 +98,6 @@ pub(super) async fn create(StateExtractor(state): AppState, body: Bytes) -> Resu
         .await
         .expect("creating a network does not panic")?;
     Ok((StatusCode::CREATED, Json(json!({"Id": record.id, "Warning": ""}))).into_response())
-}
-
-/// moby's `filters.Match` on names: exact, or a regular expression.
-fn name_matches(patterns: &[String], name: &str) -> bool {
-    patterns
-        .iter()
-        .any(|p| p == name || regex::Regex::new(p).is_ok_and(|re| re.is_match(name)))
-}
-
-fn labels_match(filters: &[String], labels: &BTreeMap<String, String>) -> bool {
-    filters.iter().all(|f| match f.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(f.as_str()),
-    })
 }
 
 /// `GET /networks?filters=` (`name`, `id`, `driver`, `label`, `type`, `scope`, `dangling`).

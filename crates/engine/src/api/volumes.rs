@@ -31,7 +31,7 @@ fn bool_filter(name: &str, values: &[String]) -> Result<bool, Error> {
 }
 
 /// moby's `MatchKVList`: every `key` or `key=value` matches the labels.
-fn labels_match(filters: &[String], labels: &BTreeMap<String, String>) -> bool {
+pub(super) fn labels_match(filters: &[String], labels: &BTreeMap<String, String>) -> bool {
     filters.iter().all(|f| match f.split_once('=') {
         Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
         None => labels.contains_key(f.as_str()),
@@ -39,7 +39,7 @@ fn labels_match(filters: &[String], labels: &BTreeMap<String, String>) -> bool {
 }
 
 /// moby's `filters.Match`: the exact name, or a regular expression that matches it.
-fn name_matches(patterns: &[String], name: &str) -> bool {
+pub(super) fn name_matches(patterns: &[String], name: &str) -> bool {
     patterns
         .iter()
         .any(|p| p == name || regex::Regex::new(p).is_ok_and(|re| re.is_match(name)))
@@ -69,7 +69,7 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
     Ok(Json(json!({ "Volumes": rows, "Warnings": null })))
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+pub(super) fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
         .map(|o| {
             o.iter()
