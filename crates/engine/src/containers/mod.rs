@@ -747,10 +747,14 @@ impl Containers {
             endpoints: Vec::new(),
             published: Vec::new(),
         };
+        let mut record = record;
+        // `--bridge none`: the default network is loopback only, as with dockerd.
+        if record.settings.network == Network::Bridge && self.networks.resolve("bridge").is_err() {
+            record.settings.endpoints.clear();
+        }
         for e in &record.settings.endpoints {
             self.networks.resolve(&e.network)?;
         }
-        let mut record = record;
         let entry = {
             let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(other) = t.names.get(&name) {
@@ -967,7 +971,9 @@ impl Containers {
         berth_runtime::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
         let mounted = t0.elapsed();
         let result = self.activate_volumes(rec).and_then(|()| {
-            let wired = if rec.settings.network.wired() {
+            // Without a network to join (`--bridge none`, all disconnected) the container gets
+            // a namespace of its own with loopback only, as with `--network none`.
+            let wired = if rec.settings.network.wired() && !rec.endpoints.is_empty() {
                 match self.networks.attach(&wiring(rec)) {
                     Ok(w) => Some(w),
                     Err(e) => {
@@ -1170,7 +1176,7 @@ impl Containers {
         // Before a restart can activate them again.
         if let Ok(rec) = &rec {
             self.deactivate_volumes(rec, true);
-            if rec.settings.network.wired() {
+            if rec.settings.network.wired() && self.networks.netns_path(&rec.id).exists() {
                 let networks = self.networks.clone();
                 let r = rec.clone();
                 tokio::task::spawn_blocking(move || networks.detach(&wiring(&r)))
