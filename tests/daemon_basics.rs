@@ -116,10 +116,10 @@ fn docker_cli_version_info_events_and_not_implemented() {
     assert!(relative.status.success(), "{relative}");
 
     // Not built yet: a clear error, never a silent success.
-    let ps = daemon.docker(&["network", "ls"]);
+    let ps = daemon.docker(&["plugin", "ls"]);
     assert!(!ps.status.success(), "{ps}");
     assert!(ps.stderr.contains("not implemented"), "{ps}");
-    assert!(ps.stderr.contains("/networks"), "{ps}");
+    assert!(ps.stderr.contains("/plugins"), "{ps}");
 
     // An events stream left open does not hold the shutdown.
     let mut follower = Command::new("docker")
