@@ -7,7 +7,8 @@
 #      resident memory that costs (dockerd: one docker-proxy per port; Berth: nftables rules);
 #   3. TCP throughput through a published port: 1 GiB from another namespace (the path a remote
 #      client takes) and from the daemon's own loopback (127.0.0.1), into `nc -l` in a container.
-#      (iperf3 is not in the busybox test image; `dd | nc` drives the same path.)
+#      (iperf3 is not in the busybox test image; a python3 sender and `nc -l` drive the same
+#      path.)
 # Progress goes to stderr, the tables to stdout.
 set -uo pipefail
 
@@ -71,12 +72,13 @@ start_daemon() {  # start_daemon SYS
     if [ "$sys" = dockerd ]; then
         echo '{}' >"$d/daemon.json"
         [ -e /etc/docker/key.json ] || touch /etc/docker/key.json.bnb
-        in_ns "$TAG-$sys" "$DOCKERD" --config-file "$d/daemon.json" -H "$DHOST" --data-root "$d/data" \
+        nsenter --net="/run/netns/$TAG-$sys" "$DOCKERD" --config-file "$d/daemon.json" -H "$DHOST" --data-root "$d/data" \
             --exec-root "$d/exec" --pidfile "$d/pid" >"$d/log" 2>&1 &
     else
-        RUST_LOG=warn in_ns "$TAG-$sys" "$BERTH" daemon -H "$DHOST" --data-root "$d/data" --exec-root "$d/exec" \
+        RUST_LOG=warn nsenter --net="/run/netns/$TAG-$sys" "$BERTH" daemon -H "$DHOST" --data-root "$d/data" --exec-root "$d/exec" \
             --pidfile "$d/pid" >"$d/log" 2>&1 &
     fi
+    # nsenter execs the daemon: $! is the daemon itself.
     DPID=$!; PIDS+=("$DPID")
     for i in $(seq 240); do dock version >/dev/null 2>&1 && break; sleep 0.25; done
     dock load -i "$WORK/image.tar" >/dev/null || { log "$sys: load failed: $(tail -3 "$d/log")"; return 1; }
@@ -101,7 +103,7 @@ bench() {  # bench SYS
     # 100 published ports.
     id=$(dock run -d -p 20000-20099:20000-20099 "$IMAGE" sleep 3600)
     sleep 2
-    # nsenter execs the daemon: $DPID is the daemon itself, the parent of its port proxies.
+    # The daemon is the parent of its port proxies (dockerd's docker-proxy, one per port).
     pids=$(pgrep -P "$DPID" -x docker-proxy)
     PROCS[$sys]=$(echo "$pids" | grep -c . )
     kib=0; for p in $pids; do kib=$((kib + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done
@@ -114,10 +116,13 @@ bench() {  # bench SYS
     for from in remote loopback; do
         id=$(dock run -d -p 5201:5201 "$IMAGE" sh -c 'busybox nc -l -p 5201 >/dev/null')
         sleep 1
-        if [ "$from" = remote ]; then target=(in_ns "$TAG-$sys-c" busybox nc 192.0.2.1 5201)
-        else target=(in_ns "$TAG-$sys" busybox nc 127.0.0.1 5201); fi
+        # The client: python3 (the host's busybox-static nc crashes in getaddrinfo).
+        if [ "$from" = remote ]; then target=(nsenter --net="/run/netns/$TAG-$sys-c" python3 -c "$SEND" 192.0.2.1 5201 "$BENCH_MB")
+        else target=(nsenter --net="/run/netns/$TAG-$sys" python3 -c "$SEND" 127.0.0.1 5201 "$BENCH_MB"); fi
         t0=$EPOCHREALTIME
-        dd if=/dev/zero bs=1M count="$BENCH_MB" status=none | timeout 120 "${target[@]}"
+        if ! timeout 120 "${target[@]}"; then
+            log "$sys: $from transfer failed"; dock rm -f "$id" >/dev/null; continue
+        fi
         t1=$EPOCHREALTIME
         TPUT[$sys-$from]=$(python3 -c "print(f'{$BENCH_MB/((${t1/./}-${t0/./})/1e6):.0f}')")
         log "$sys: $from throughput ${TPUT[$sys-$from]} MB/s"
@@ -126,6 +131,14 @@ bench() {  # bench SYS
     kill -TERM "$DPID"; wait "$DPID" 2>/dev/null
 }
 
+# Sends N MiB to HOST PORT and waits for the peer to close.
+SEND='import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+buf = bytes(1 << 20)
+for _ in range(int(sys.argv[3])):
+    s.sendall(buf)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)'
 declare -A RUN PROCS PORTKIB RULES DRSS TPUT
 if [ ! -x "$BERTH" ] || [ ! -x "$FIXTURE" ]; then
     (cd "$ROOT" && cargo build --release --bin berth --bin berth-fixture) >"$WORK/cargo.log" 2>&1 || { tail "$WORK/cargo.log"; exit 2; }
