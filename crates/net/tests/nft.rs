@@ -41,6 +41,11 @@ impl Topo {
             client: Netns::new(),
         };
         let (h, c, k) = (&topo.host, &topo.container, &topo.client);
+        for ns in [h, c, k] {
+            // No duplicate address detection on the links to come: a tentative link-local
+            // address delays neighbour discovery by a second or two.
+            ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0").expect("turn DAD off"));
+        }
         h.ip("link add br0 type bridge");
         h.ip("addr add 10.88.0.1/24 dev br0");
         h.ip("link set br0 up");
@@ -63,6 +68,19 @@ impl Topo {
         k.ip("link set eth0 up");
         h.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding"));
         topo
+    }
+
+    /// The same topology in IPv6 too: br0 fd88::1, container fd88::2, vk fd89::1, client
+    /// fd89::2 (no duplicate address detection, so the addresses work at once).
+    fn with_ipv6(self) -> Topo {
+        let (h, c, k) = (&self.host, &self.container, &self.client);
+        h.run(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").expect("enable forwarding"));
+        h.ip("addr add fd88::1/64 dev br0 nodad");
+        h.ip("addr add fd89::1/64 dev vk nodad");
+        c.ip("addr add fd88::2/64 dev eth0 nodad");
+        c.ip("route add default via fd88::1");
+        k.ip("addr add fd89::2/64 dev eth0 nodad");
+        self
     }
 
     fn apply(&self, set: &Ruleset) -> berth_net::Result<()> {
@@ -216,6 +234,32 @@ fn published_tcp_port_from_outside_from_the_host_and_from_loopback() {
 
     let listing = topo.host.output("nft", &["list", "table", "inet", TABLE]);
     assert!(listing.contains("comment \"container c0ffee1234\""), "{listing}");
+}
+
+#[test]
+fn published_ipv6_port() {
+    if !require_nft() {
+        return;
+    }
+    let topo = Topo::new().with_ipv6();
+    let container: SocketAddr = "[fd88::2]:80".parse().unwrap();
+    let _server = tcp_server(&topo.container, container, "hello6");
+    let set = Ruleset {
+        networks: vec![NetworkRules {
+            subnets: vec!["fd88::/64".parse().unwrap()],
+            ..network(false, false)
+        }],
+        ports: vec![PortRule {
+            container_ip: container.ip(),
+            ..port(None, 8080, 80, Proto::Tcp)
+        }],
+    };
+    topo.apply(&set).unwrap();
+    let host: SocketAddr = "[fd89::1]:8080".parse().unwrap();
+    assert_eq!(tcp_get(&topo.client, host).unwrap(), "hello6 from fd89::2");
+    assert_eq!(tcp_get(&topo.host, host).unwrap(), "hello6 from fd89::1");
+    // ::1 is left alone: IPv6 has no route_localnet.
+    assert!(tcp_get(&topo.host, "[::1]:8080".parse().unwrap()).is_err());
 }
 
 #[test]
