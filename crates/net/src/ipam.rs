@@ -29,9 +29,7 @@ impl Pool {
             )));
         }
         if host_count(&subnet) < 4 {
-            return Err(Error::Invalid(format!(
-                "subnet {subnet} is too small for a gateway and a container"
-            )));
+            return Err(Error::Invalid(format!("subnet {subnet} is too small for a gateway and a container")));
         }
         let range = match range {
             Some(r) => {
@@ -69,10 +67,7 @@ impl Pool {
             )));
         }
         if ip == self.gateway {
-            return Err(Error::Invalid(format!(
-                "address {ip} is the gateway of subnet {}",
-                self.subnet
-            )));
+            return Err(Error::Invalid(format!("address {ip} is the gateway of subnet {}", self.subnet)));
         }
         if ip == self.subnet.network() || (ip.is_ipv4() && ip == self.subnet.broadcast()) {
             return Err(Error::Invalid(format!(
@@ -170,12 +165,7 @@ mod tests {
         for bad in ["10.5.108.1", "10.5.107.1", "10.5.107.0", "10.5.107.255"] {
             assert!(p.check_static(ip(bad)).is_err(), "{bad}");
         }
-        assert!(
-            Pool::new(net("10.5.107.1/24"), None, None)
-                .unwrap_err()
-                .to_string()
-                .contains("host bits")
-        );
+        assert!(Pool::new(net("10.5.107.1/24"), None, None).unwrap_err().to_string().contains("host bits"));
         assert!(Pool::new(net("10.5.107.0/24"), Some(net("10.6.0.0/28")), None).is_err());
         assert!(Pool::new(net("10.5.107.0/24"), None, Some(ip("10.5.106.1"))).is_err());
         assert!(Pool::new(net("10.5.107.0/31"), None, None).is_err());

@@ -120,13 +120,7 @@ impl Netlink {
 
     /// A macvlan or ipvlan link on `parent`, moved into `ns` and configured as in
     /// [`attach_veth`](Self::attach_veth). Returns its MAC. On failure it is deleted.
-    pub fn attach_sublink(
-        &mut self,
-        ns: &Netns,
-        parent: &str,
-        kind: SubKind,
-        iface: &Interface<'_>,
-    ) -> Result<[u8; 6]> {
+    pub fn attach_sublink(&mut self, ns: &Netns, parent: &str, kind: SubKind, iface: &Interface<'_>) -> Result<[u8; 6]> {
         let _ = (ns, parent, kind, iface);
         Err(Error::Invalid("berth: netlink is not built yet".into()))
     }
