@@ -376,6 +376,18 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         assert_eq!(site.host.fetch("http://10.0.3.1:8080/").as_deref(), Some("hello\n"));
         assert_eq!(site.host.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello\n"));
         assert_eq!(site.outside.fetch("http://10.0.3.1:8080/").as_deref(), Some("hello\n"));
+        // From containers too: another one on the network, and the server itself (hairpin).
+        for from in ["web", "srv"] {
+            // busybox-static's wget crashes in its resolver here; nc speaks HTTP/1.0 as well.
+            let out = daemon.docker_ok(&[
+                "exec",
+                from,
+                "sh",
+                "-c",
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 10.0.3.1 8080",
+            ]);
+            assert!(text(&out).ends_with("hello\n"), "from {from}: {out}");
+        }
         let port = text(&daemon.docker_ok(&["port", "srv"]));
         assert!(port.contains("80/tcp -> 0.0.0.0:8080"), "{port}");
         let ps = text(&daemon.docker_ok(&["ps", "--filter", "name=srv", "--format", "{{.Ports}}"]));

@@ -33,8 +33,17 @@ pub enum Error {
     },
     #[error("failed to enter network namespace {}: {reason}", path.display())]
     Netns { path: PathBuf, reason: String },
+    /// `nft` could not run, or refused a script (its message in `reason`).
     #[error("nftables: {reason}")]
     Nft { reason: String },
+    /// A value that cannot go into the nftables table (a bridge name with a quote, an IPv6
+    /// host address for an IPv4 container), refused before `nft` runs.
+    #[error("invalid {what} {value:?} for the nftables table: {reason}")]
+    InvalidRule {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
     /// An address pool is used up.
@@ -42,6 +51,13 @@ pub enum Error {
     PoolExhausted { network: String, version: u8 },
     #[error("DNS server on {addr}: {reason}")]
     Dns { addr: String, reason: String },
+    /// The DNS server could not bind its socket (port 53 taken, address not on any link).
+    #[error("DNS server: failed to bind {proto} {addr}: {source}")]
+    DnsBind {
+        addr: std::net::SocketAddr,
+        proto: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// The classes of failure callers act on.
@@ -57,9 +73,11 @@ impl Error {
     /// What class of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::WrongKind { .. } | Error::NoSuchLink { .. } | Error::Invalid(_) | Error::PoolExhausted { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            Error::WrongKind { .. }
+            | Error::NoSuchLink { .. }
+            | Error::Invalid(_)
+            | Error::InvalidRule { .. }
+            | Error::PoolExhausted { .. } => ErrorKind::InvalidArgument,
             _ => ErrorKind::Internal,
         }
     }

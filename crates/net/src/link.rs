@@ -19,8 +19,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressMessageBuffer};
 use netlink_packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, LinkMessageBuffer, MacVlanMode,
+    InfoBridgePort, InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, InfoVlan,
+    IpVlanMode, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, LinkMessageBuffer,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -308,6 +309,22 @@ impl Netlink {
                 )
             })?;
 
+        // Hairpin on the bridge port: a container reaches its own published port through the
+        // host's address (DNAT sends it back out the port it came in on), as with dockerd
+        // without its userland proxy.
+        let mut port = LinkMessage::default();
+        port.attributes.push(LinkAttribute::IfName(host_name.to_string()));
+        port.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        ]));
+        // Port (slave) data is changed by RTM_NEWLINK without NLM_F_CREATE, as `ip link set
+        // dev X type bridge_slave hairpin on` does; RTM_SETLINK ignores it.
+        if let Err(e) = self.request(RouteNetlinkMessage::NewLink(port), 0) {
+            let e = e.into_error("turn on hairpin mode on", host_name);
+            let _ = self.delete_link(host_name);
+            return Err(e);
+        }
         match configure_in(ns, iface, false, Some((&mut *self, host_name))) {
             Ok(mac) => {
                 tracing::debug!(veth = host_name, bridge, netns = %ns.path().display(), iface = iface.name, "attached veth pair");

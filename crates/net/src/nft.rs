@@ -11,9 +11,26 @@
 //!   the host itself (output), including `127.0.0.1` (hairpin: `route_localnet` on the
 //!   bridge and masquerade of loopback sources, set by [`apply`]); forwarded traffic to a
 //!   published port is accepted.
+//! - a container reaching a published port of its own network (through the host's address)
+//!   is masqueraded to the bridge's address, so the reply comes back through the host and
+//!   the conntrack entry that made the DNAT undoes it.
+//!
+//! The chains (`nft list table inet berth`):
+//!
+//! ```text
+//! prerouting   nat    hook prerouting  priority dstnat  published ports, from outside
+//! output       nat    hook output      priority -100    published ports, from the host itself
+//! postrouting  nat    hook postrouting priority srcnat  masquerade: networks, loopback, hairpin
+//! forward      filter hook forward     priority filter  established first, then internal drops
+//! ```
+//!
+//! Only the table is Berth's: a `drop` in another table (Docker's iptables `FORWARD` policy)
+//! still drops, whatever this table accepts.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
@@ -76,18 +93,162 @@ pub struct Ruleset {
     pub ports: Vec<PortRule>,
 }
 
-/// Replaces table `inet <table>` with `set`, atomically (one `nft` transaction). Also turns on
-/// `route_localnet` on the bridges of published ports, so `127.0.0.1:PORT` reaches them.
+/// Replaces table `inet <table>` with `set`, atomically (one `nft` transaction).
+///
+/// Everything is checked before `nft` runs (interface names, address families, ports), and
+/// a script `nft` refuses changes nothing: the previous table stays as it was. After the
+/// table is in place, `net.ipv4.conf.<bridge>.route_localnet` is set to 1 on every bridge
+/// with a published IPv4 port (so that `127.0.0.1:PORT` can be routed to a container); an
+/// error there is returned after the table was applied.
 pub fn apply(table: &str, set: &Ruleset) -> Result<()> {
-    check_name("table", table)?;
-    for n in &set.networks {
-        check_name("interface", &n.bridge)?;
+    let script = script(table, set)?;
+    run_nft(&script, &format!("replace table inet {table}"))?;
+    let mut first_error = None;
+    for bridge in loopback_bridges(set) {
+        let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"));
+        if let Err(source) = std::fs::write(&path, "1") {
+            tracing::warn!(bridge, error = %source, "failed to set route_localnet");
+            first_error.get_or_insert(Error::Io {
+                op: "write",
+                path,
+                source,
+            });
+        }
     }
-    for p in &set.ports {
-        check_name("interface", &p.bridge)?;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Deletes table `inet <table>`; a missing one is fine.
+pub fn remove(table: &str) -> Result<()> {
+    check_table_name(table)?;
+    let t = json!({"family": "inet", "name": table});
+    let script = json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}]});
+    run_nft(&script, &format!("delete table inet {table}"))
+}
+
+/// Checks that the `nft` program runs (Debian's `nftables` package).
+pub fn available() -> Result<()> {
+    let nft = nft_program();
+    let output = Command::new(&nft)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Nft {
+                    reason: "the nft program was not found (install Debian's nftables package)".into(),
+                }
+            } else {
+                Error::Nft {
+                    reason: format!("failed to run {}: {e}", nft.display()),
+                }
+            }
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft {
+            reason: format!(
+                "`{} --version` failed ({}): {}",
+                nft.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
     }
-    let script = script(table, set);
-    run_nft(&script)?;
+}
+
+/// Whether another socket on this host holds `port` for `proto` on `host_ip` (on the
+/// wildcard addresses, IPv4 and IPv6, when `None`): a bind of our own is refused with
+/// `EADDRINUSE`.
+///
+/// Used to pick free ports for `-P` and to refuse a port that another program listens on.
+/// It sees sockets only: a port that [`apply`] already DNATs for a container has no socket,
+/// so the caller keeps track of its own published ports. Any failure other than
+/// `EADDRINUSE` (an address not on this host, IPv6 disabled, SCTP not loaded) is "not in
+/// use": the bind that matters is the other program's.
+pub fn port_in_use(host_ip: Option<IpAddr>, port: u16, proto: Proto) -> bool {
+    let addrs = match host_ip {
+        Some(ip) => vec![ip],
+        None => vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()],
+    };
+    addrs.into_iter().any(|ip| {
+        let addr = SocketAddr::new(ip, port);
+        let bound = match proto {
+            Proto::Tcp => TcpListener::bind(addr).map(drop),
+            Proto::Udp => UdpSocket::bind(addr).map(drop),
+            Proto::Sctp => bind_sctp(addr),
+        };
+        matches!(bound, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+/// Binds (and closes) an SCTP socket on `addr`; std has no SCTP socket.
+fn bind_sctp(addr: SocketAddr) -> std::io::Result<()> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: socket(2) takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_SCTP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just opened and own alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sockaddr = nix::sys::socket::SockaddrStorage::from(addr);
+    nix::sys::socket::bind(fd.as_raw_fd(), &sockaddr).map_err(std::io::Error::from)
+}
+
+/// The `nft` program: on `PATH`, else in the sbin directories that a daemon's environment
+/// may leave out of it.
+fn nft_program() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("nft"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("nft"))
+}
+
+/// Pipes `script` to `nft -j -f -`; `what` names the change in the error.
+fn run_nft(script: &Value, what: &str) -> Result<()> {
+    let nft = nft_program();
+    let mut child = Command::new(&nft)
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Nft {
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                "the nft program was not found (install Debian's nftables package)".into()
+            } else {
+                format!("failed to run {}: {e}", nft.display())
+            },
+        })?;
+    let bytes = script.to_string();
+    let written = match child.stdin.take() {
+        // Dropping stdin after the write closes the pipe, which is nft's end of input.
+        Some(mut stdin) => stdin.write_all(bytes.as_bytes()),
+        None => Ok(()),
+    };
+    let output = child.wait_with_output().map_err(|e| Error::Nft {
+        reason: format!("failed to wait for {}: {e}", nft.display()),
+    })?;
+    if !output.status.success() {
+        return Err(Error::Nft {
+            reason: format!(
+                "failed to {what}: nft {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    written.map_err(|e| Error::Nft {
+        reason: format!("failed to {what}: writing the script to nft: {e}"),
+    })
+}
+
+/// The bridges that need `route_localnet` (those with a published IPv4 port), once each.
+fn loopback_bridges(set: &Ruleset) -> Vec<&str> {
     let mut bridges: Vec<&str> = set
         .ports
         .iter()
@@ -96,102 +257,77 @@ pub fn apply(table: &str, set: &Ruleset) -> Result<()> {
         .collect();
     bridges.sort_unstable();
     bridges.dedup();
-    for b in bridges {
-        let path = format!("/proc/sys/net/ipv4/conf/{b}/route_localnet");
-        if let Err(e) = std::fs::write(&path, "1") {
-            tracing::warn!(path, error = %e, "cannot turn on route_localnet: 127.0.0.1 will not reach published ports");
+    bridges
+}
+
+/// Table names: what `nft` accepts unquoted, so that the table reads back the same in
+/// `nft list ruleset`.
+fn check_table_name(table: &str) -> Result<()> {
+    let ok = !table.is_empty()
+        && table.len() <= 64
+        && table.starts_with(|c: char| c.is_ascii_alphabetic())
+        && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRule {
+            what: "table name",
+            value: table.to_owned(),
+            reason: "use 1 to 64 ASCII letters, digits, '_' or '-', starting with a letter".into(),
+        })
+    }
+}
+
+/// Interface names as the kernel takes them (`dev_valid_name`: 1 to 15 bytes, not `.` or
+/// `..`, no `/`, `:` or white space), and, stricter, no quote, backslash or control
+/// character, which would not read back from `nft list`.
+fn check_interface(name: &str) -> Result<()> {
+    let reason = if name.is_empty() || name.len() > 15 {
+        Some("an interface name has 1 to 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("not a valid interface name")
+    } else if name
+        .chars()
+        .any(|c| !c.is_ascii_graphic() || matches!(c, '/' | ':' | '"' | '\\' | '\''))
+    {
+        Some("an interface name has no white space, control character, '/', ':', quote or backslash")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidRule {
+            what: "interface name",
+            value: name.to_owned(),
+            reason: reason.into(),
+        }),
+    }
+}
+
+/// The comment on a port rule: `container <id>`, with anything but id-like characters
+/// replaced and cut to nft's 128 bytes.
+fn comment(container: &str) -> String {
+    let mut text = String::from("container ");
+    for c in container.chars() {
+        if text.len() >= 128 {
+            break;
         }
-    }
-    Ok(())
-}
-
-/// Deletes table `inet <table>`; a missing one is fine.
-pub fn remove(table: &str) -> Result<()> {
-    check_name("table", table)?;
-    let t = json!({"family": "inet", "name": table});
-    run_nft(&json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}]}))
-}
-
-/// Whether the `nft` binary runs.
-pub fn available() -> Result<()> {
-    match Command::new("nft").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(Error::Nft {
-            reason: format!("`nft --version` failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
-        }),
-        Err(e) => Err(Error::Nft {
-            reason: format!("cannot run nft ({e}); install Debian's nftables package"),
-        }),
-    }
-}
-
-/// Whether something on the host holds `port` (tried by binding it, on `host_ip` or on every
-/// address).
-pub fn port_in_use(host_ip: Option<IpAddr>, port: u16, proto: Proto) -> bool {
-    let ip = host_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let addr = SocketAddr::new(ip, port);
-    match proto {
-        Proto::Tcp => std::net::TcpListener::bind(addr).is_err(),
-        Proto::Udp => std::net::UdpSocket::bind(addr).is_err(),
-        // No SCTP socket in std; nftables rules are the only claim Berth knows of.
-        Proto::Sctp => false,
-    }
-}
-
-/// Table, chain and interface names go into nft's grammar: plain names only.
-fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 15.max(if what == "table" { 64 } else { 15 })
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok || (what == "interface" && name.len() > 15) {
-        return Err(Error::Nft {
-            reason: format!(
-                "invalid {what} name {name:?}: letters, digits, '_', '-', '.' only, at most 15 for an interface"
-            ),
+        text.push(if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            c
+        } else {
+            '_'
         });
     }
-    Ok(())
+    text
 }
 
-fn run_nft(script: &Value) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Nft {
-            reason: format!("cannot run nft ({e}); install Debian's nftables package"),
-        })?;
-    let body = serde_json::to_vec(script).expect("serialisable");
-    let write = child.stdin.take().map(|mut stdin| stdin.write_all(&body));
-    let out = child.wait_with_output().map_err(|e| Error::Nft {
-        reason: format!("nft did not finish: {e}"),
-    })?;
-    if let Some(Err(e)) = write {
-        return Err(Error::Nft {
-            reason: format!("cannot feed nft its script: {e}"),
-        });
-    }
-    if !out.status.success() {
-        return Err(Error::Nft {
-            reason: format!(
-                "nft refused the ruleset: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
+/// `ipv4`/`ipv6` (meta nfproto), `ip`/`ip6` (payload and NAT family) for an address.
+fn families(ip: IpAddr) -> (&'static str, &'static str) {
+    if ip.is_ipv4() { ("ipv4", "ip") } else { ("ipv6", "ip6") }
 }
 
-fn eq(left: Value, right: Value) -> Value {
-    json!({"match": {"op": "==", "left": left, "right": right}})
-}
-
-fn ne(left: Value, right: Value) -> Value {
-    json!({"match": {"op": "!=", "left": left, "right": right}})
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
 }
 
 fn meta(key: &str) -> Value {
@@ -202,145 +338,272 @@ fn payload(protocol: &str, field: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": field}})
 }
 
-fn family(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() { "ip" } else { "ip6" }
-}
-
 fn prefix(net: &IpNet) -> Value {
     json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
 }
 
-/// The whole transaction: the table made empty, then its chains and rules.
-fn script(table: &str, set: &Ruleset) -> Value {
-    let t = |v: Value| -> Value {
-        let mut v = v;
-        v["family"] = json!("inet");
-        v["table"] = json!(table);
-        v
+/// Checks one port rule; returns its host address, `None` for every local address (an
+/// unspecified `0.0.0.0`/`::` counts as none).
+fn check_port(port: &PortRule) -> Result<Option<IpAddr>> {
+    check_interface(&port.bridge)?;
+    let rule = || {
+        format!(
+            "{}:{}->{}/{}",
+            port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            port.host_port,
+            SocketAddr::new(port.container_ip, port.container_port),
+            port.proto.as_str()
+        )
     };
-    let mut cmds = vec![
-        json!({"add": {"table": {"family": "inet", "name": table}}}),
-        json!({"delete": {"table": {"family": "inet", "name": table}}}),
-        json!({"add": {"table": {"family": "inet", "name": table}}}),
-    ];
-    for (name, kind, hook, prio) in [
-        ("prerouting", "nat", "prerouting", -100),
-        ("output", "nat", "output", -100),
-        ("postrouting", "nat", "postrouting", 100),
-        ("forward", "filter", "forward", 0),
-    ] {
-        cmds.push(json!({"add": {"chain": t(json!({"name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}))}}));
+    if port.host_port == 0 || port.container_port == 0 {
+        return Err(Error::InvalidRule {
+            what: "published port",
+            value: rule(),
+            reason: "port 0 cannot be published".into(),
+        });
     }
-    let rule = |chain: &str, expr: Vec<Value>, comment: Option<String>| -> Value {
-        let mut r = t(json!({"chain": chain, "expr": expr}));
-        if let Some(c) = comment {
-            r["comment"] = json!(c);
-        }
-        json!({"add": {"rule": r}})
+    if port.container_ip.is_unspecified() || port.container_ip.is_loopback() {
+        return Err(Error::InvalidRule {
+            what: "published port",
+            value: rule(),
+            reason: "the container address must be a unicast address on a bridge".into(),
+        });
+    }
+    let host_ip = port.host_ip.filter(|ip| !ip.is_unspecified());
+    if host_ip.is_some_and(|ip| ip.is_ipv4() != port.container_ip.is_ipv4()) {
+        return Err(Error::InvalidRule {
+            what: "published port",
+            value: rule(),
+            reason: "the host address and the container address are of different IP versions".into(),
+        });
+    }
+    Ok(host_ip)
+}
+
+/// The whole transaction: the table created (so that the delete finds one), deleted,
+/// created again with its chains and rules.
+fn script(table: &str, set: &Ruleset) -> Result<Value> {
+    check_table_name(table)?;
+    for network in &set.networks {
+        check_interface(&network.bridge)?;
+    }
+    let t = json!({"family": "inet", "name": table});
+    let mut cmds = vec![
+        json!({"add": {"table": t}}),
+        json!({"delete": {"table": t}}),
+        json!({"add": {"table": t}}),
+    ];
+    let chain = |name: &str, kind: &str, hook: &str, prio: i32| {
+        json!({"add": {"chain": {
+            "family": "inet", "table": table, "name": name,
+            "type": kind, "hook": hook, "prio": prio, "policy": "accept",
+        }}})
     };
-    // Forwarding: replies first, then what internal networks may not do.
-    if set.networks.iter().any(|n| n.internal) {
+    cmds.push(chain("prerouting", "nat", "prerouting", -100));
+    cmds.push(chain("output", "nat", "output", -100));
+    cmds.push(chain("postrouting", "nat", "postrouting", 100));
+    cmds.push(chain("forward", "filter", "forward", 0));
+    let rule = |chain: &str, expr: Vec<Value>, comment: Option<String>| {
+        let mut rule = json!({"family": "inet", "table": table, "chain": chain, "expr": expr});
+        if let Some(comment) = comment {
+            rule["comment"] = Value::String(comment);
+        }
+        json!({"add": {"rule": rule}})
+    };
+
+    // Published ports.
+    for port in &set.ports {
+        let host_ip = check_port(port)?;
+        let (nfproto, family) = families(port.container_ip);
+        let daddr = match host_ip {
+            Some(ip) => matches("==", payload(family, "daddr"), json!(ip.to_string())),
+            None => matches(
+                "==",
+                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+                json!("local"),
+            ),
+        };
+        let head = [matches("==", meta("nfproto"), json!(nfproto)), daddr];
+        let tail = [
+            matches("==", payload(port.proto.as_str(), "dport"), json!(port.host_port)),
+            json!({"dnat": {
+                "family": family,
+                "addr": port.container_ip.to_string(),
+                "port": port.container_port,
+            }}),
+        ];
+        let mut from_outside = head.to_vec();
+        from_outside.extend(tail.iter().cloned());
+        cmds.push(rule("prerouting", from_outside, Some(comment(&port.container))));
+        let mut from_host = head.to_vec();
+        if port.container_ip.is_ipv6() {
+            // There is no route_localnet for IPv6: a DNAT of ::1 would only be dropped as a
+            // martian on the bridge.
+            from_host.push(matches("!=", payload("ip6", "daddr"), json!("::1")));
+        }
+        from_host.extend(tail.iter().cloned());
+        cmds.push(rule("output", from_host, Some(comment(&port.container))));
+    }
+
+    // Masquerade.
+    for network in set.networks.iter().filter(|n| n.masquerade) {
+        for subnet in &network.subnets {
+            let (_, family) = families(subnet.addr());
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    matches("==", payload(family, "saddr"), prefix(subnet)),
+                    matches("!=", meta("oifname"), json!(network.bridge)),
+                    json!({"masquerade": null}),
+                ],
+                None,
+            ));
+        }
+    }
+    for bridge in loopback_bridges(set) {
+        // 127.0.0.1:PORT DNATed out of the bridge: give it the bridge's address as source,
+        // which the container can answer.
         cmds.push(rule(
-            "forward",
+            "postrouting",
             vec![
-                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
-                json!({"accept": null}),
+                matches(
+                    "==",
+                    payload("ip", "saddr"),
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
+                matches("==", meta("oifname"), json!(bridge)),
+                json!({"masquerade": null}),
             ],
             None,
         ));
     }
-    for n in set.networks.iter().filter(|n| n.internal) {
-        for (a, b) in [("iifname", "oifname"), ("oifname", "iifname")] {
-            cmds.push(rule(
-                "forward",
-                vec![
-                    eq(meta(a), json!(n.bridge)),
-                    ne(meta(b), json!(n.bridge)),
-                    json!({"drop": null}),
-                ],
-                Some(format!("internal network on {}", n.bridge)),
-            ));
-        }
-    }
-    for n in set.networks.iter().filter(|n| n.masquerade && !n.internal) {
-        for s in &n.subnets {
+    let mut port_bridges: Vec<&str> = set.ports.iter().map(|p| p.bridge.as_str()).collect();
+    port_bridges.sort_unstable();
+    port_bridges.dedup();
+    for network in set
+        .networks
+        .iter()
+        .filter(|n| port_bridges.contains(&n.bridge.as_str()))
+    {
+        for subnet in &network.subnets {
+            // A container reaching a published port through the host's address, DNATed back
+            // onto its own bridge: without this the reply would go straight to it from the
+            // other container's address, which it does not expect.
+            let (_, family) = families(subnet.addr());
             cmds.push(rule(
                 "postrouting",
                 vec![
-                    eq(payload(family(s.addr()), "saddr"), prefix(s)),
-                    ne(meta("oifname"), json!(n.bridge)),
+                    matches("==", meta("oifname"), json!(network.bridge)),
+                    matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+                    matches("==", payload(family, "saddr"), prefix(subnet)),
                     json!({"masquerade": null}),
                 ],
-                Some(format!("masquerade {s}")),
+                None,
             ));
         }
     }
-    let mut hairpin: Vec<&str> = Vec::new();
-    for p in &set.ports {
-        let fam = family(p.container_ip);
-        let dest = match p.host_ip {
-            Some(ip) => eq(payload(family(ip), "daddr"), json!(ip.to_string())),
-            None => eq(json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
-        };
-        let mut expr = Vec::new();
-        if p.host_ip.is_none() {
-            // The rule's family: an IPv4 container gets IPv4 traffic only.
-            expr.push(eq(meta("nfproto"), json!(if fam == "ip" { "ipv4" } else { "ipv6" })));
-        }
-        expr.push(dest);
-        expr.push(eq(payload(p.proto.as_str(), "dport"), json!(p.host_port)));
-        expr.push(json!({"dnat": {"family": fam, "addr": p.container_ip.to_string(), "port": p.container_port}}));
-        let comment = Some(format!("container {}", &p.container[..12.min(p.container.len())]));
-        cmds.push(rule("prerouting", expr.clone(), comment.clone()));
-        cmds.push(rule("output", expr, comment));
-        if fam == "ip" && !hairpin.contains(&p.bridge.as_str()) {
-            hairpin.push(&p.bridge);
+
+    // Isolation of internal networks.
+    cmds.push(rule(
+        "forward",
+        vec![
+            matches("in", json!({"ct": {"key": "state"}}), json!(["established", "related"])),
+            json!({"accept": null}),
+        ],
+        None,
+    ));
+    for network in set.networks.iter().filter(|n| n.internal) {
+        for (from, to) in [("iifname", "oifname"), ("oifname", "iifname")] {
+            cmds.push(rule(
+                "forward",
+                vec![
+                    matches("==", meta(from), json!(network.bridge)),
+                    matches("!=", meta(to), json!(network.bridge)),
+                    json!({"drop": null}),
+                ],
+                None,
+            ));
         }
     }
-    for b in hairpin {
-        cmds.push(rule(
-            "postrouting",
-            vec![
-                eq(
-                    payload("ip", "saddr"),
-                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
-                ),
-                eq(meta("oifname"), json!(b)),
-                json!({"masquerade": null}),
-            ],
-            Some(format!("loopback to published ports on {b}")),
-        ));
-    }
-    json!({"nftables": cmds})
+    Ok(json!({ "nftables": cmds }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn port(bridge: &str, host_ip: Option<&str>, container_ip: &str) -> PortRule {
+        PortRule {
+            container: "c0ffee".into(),
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+            host_port: 8080,
+            container_ip: container_ip.parse().unwrap(),
+            container_port: 80,
+            proto: Proto::Tcp,
+            bridge: bridge.into(),
+        }
+    }
+
     #[test]
-    fn names_are_checked_before_nft_runs() {
-        let bad = Ruleset {
-            networks: vec![NetworkRules {
-                bridge: "br\"0; flush ruleset".into(),
-                subnets: vec![],
-                masquerade: true,
-                internal: false,
-            }],
-            ports: vec![],
-        };
-        let e = apply(TABLE, &bad).unwrap_err();
-        assert!(e.to_string().contains("invalid interface name"), "{e}");
-        let long = Ruleset {
-            networks: vec![NetworkRules {
-                bridge: "waytoolongname00".into(),
-                subnets: vec![],
-                masquerade: true,
-                internal: false,
-            }],
-            ports: vec![],
-        };
-        assert!(apply(TABLE, &long).is_err());
+    fn interface_names() {
+        for ok in ["br0", "berth0", "br-0123456789ab", "veth.1@x"] {
+            assert!(check_interface(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "br\"0",
+            "br'0",
+            "br 0",
+            "br/0",
+            "a:b",
+            ".",
+            "..",
+            "br-0123456789abc",
+            "br\\0",
+        ] {
+            let err = check_interface(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidRule {
+                        what: "interface name",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_names() {
+        assert!(check_table_name("berth").is_ok());
+        assert!(check_table_name("berth-test_2").is_ok());
+        for bad in ["", "2berth", "ber th", "berth\"", &"b".repeat(65)] {
+            assert!(check_table_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn comments_are_plain_and_short() {
+        assert_eq!(comment("abc123"), "container abc123");
+        assert_eq!(comment("a\"b c"), "container a_b_c");
+        assert!(comment(&"f".repeat(300)).len() <= 128);
+    }
+
+    #[test]
+    fn port_checks() {
+        assert_eq!(check_port(&port("br0", None, "10.0.0.2")).unwrap(), None);
+        assert_eq!(check_port(&port("br0", Some("0.0.0.0"), "10.0.0.2")).unwrap(), None);
+        assert_eq!(
+            check_port(&port("br0", Some("192.0.2.1"), "10.0.0.2")).unwrap(),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert!(check_port(&port("br0", Some("2001:db8::1"), "10.0.0.2")).is_err());
+        assert!(check_port(&port("br0", None, "127.0.0.1")).is_err());
+        let mut zero = port("br0", None, "10.0.0.2");
+        zero.host_port = 0;
+        assert!(check_port(&zero).is_err());
     }
 
     #[test]
@@ -348,27 +611,53 @@ mod tests {
         let set = Ruleset {
             networks: vec![NetworkRules {
                 bridge: "br0".into(),
-                subnets: vec!["10.0.3.0/24".parse().unwrap()],
+                subnets: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
                 masquerade: true,
                 internal: false,
             }],
-            ports: vec![PortRule {
-                container: "0123456789abcdef".into(),
-                host_ip: None,
-                host_port: 8080,
-                container_ip: "10.0.3.145".parse().unwrap(),
-                container_port: 80,
-                proto: Proto::Tcp,
-                bridge: "br0".into(),
-            }],
+            ports: vec![port("br0", None, "10.0.0.2"), port("br0", Some("::"), "fd00::2")],
         };
-        let s = script("berth", &set).to_string();
-        assert!(
-            s.contains(r#""dnat":{"addr":"10.0.3.145","family":"ip","port":80}"#),
-            "{s}"
-        );
-        assert!(s.contains("masquerade 10.0.3.0/24"), "{s}");
-        assert!(s.contains("container 0123456789ab"), "{s}");
-        assert!(s.contains("loopback to published ports on br0"), "{s}");
+        let script = script("berth", &set).unwrap();
+        let cmds = script["nftables"].as_array().unwrap();
+        // Table added, deleted, added; four chains.
+        assert_eq!(cmds[1]["delete"]["table"]["name"], "berth");
+        let chains = cmds.iter().filter(|c| c["add"].get("chain").is_some()).count();
+        assert_eq!(chains, 4);
+        let rules: Vec<&Value> = cmds.iter().filter_map(|c| c["add"].get("rule")).collect();
+        let in_chain = |name: &str| rules.iter().filter(|r| r["chain"] == name).count();
+        assert_eq!(in_chain("prerouting"), 2);
+        assert_eq!(in_chain("output"), 2);
+        // Two subnets masqueraded, loopback for the IPv4 port, hairpin for both subnets.
+        assert_eq!(in_chain("postrouting"), 5);
+        assert_eq!(in_chain("forward"), 1);
+        assert_eq!(rules[0]["comment"], "container c0ffee");
+        let dnat = &rules[1]["expr"].as_array().unwrap().last().unwrap()["dnat"];
+        assert_eq!(dnat["family"], "ip");
+        assert_eq!(dnat["addr"], "10.0.0.2");
+        assert_eq!(loopback_bridges(&set), vec!["br0"]);
+    }
+
+    #[test]
+    fn invalid_bridge_is_refused_before_nft() {
+        let set = Ruleset {
+            networks: vec![],
+            ports: vec![port("bridge-name-too-long", None, "10.0.0.2")],
+        };
+        let err = script("berth", &set).unwrap_err();
+        assert!(err.to_string().contains("bridge-name-too-long"), "{err}");
+    }
+
+    #[test]
+    fn port_in_use_sees_a_listener() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        assert!(port_in_use(Some("127.0.0.1".parse().unwrap()), port, Proto::Tcp));
+        assert!(port_in_use(None, port, Proto::Tcp));
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uport = udp.local_addr().unwrap().port();
+        assert!(port_in_use(Some("127.0.0.1".parse().unwrap()), uport, Proto::Udp));
+        assert!(port_in_use(None, uport, Proto::Udp));
+        drop(tcp);
+        assert!(!port_in_use(Some("127.0.0.1".parse().unwrap()), port, Proto::Tcp));
     }
 }
