@@ -996,14 +996,16 @@ impl Networks {
     /// Wires a starting container: its namespace, one interface per endpoint (`eth0`, …),
     /// its published ports. On failure everything made is undone.
     pub(crate) fn attach(&self, w: &Wiring<'_>) -> Result<Wired> {
+        let t0 = std::time::Instant::now();
         let path = self.netns_path(w.id);
         // A leftover of a crash (the daemon died between start and exit handling).
-        self.teardown(w.id, w.endpoints);
+        self.teardown(w.id, w.endpoints, true);
         let ns = Netns::create(&path)?;
         let result = self.attach_in(&ns, w);
         if result.is_err() {
-            self.detach(w);
+            self.unwire(w, true);
         }
+        tracing::debug!(container = %w.id, ms = t0.elapsed().as_secs_f64() * 1000.0, ok = result.is_ok(), "network namespace wired");
         result.map(|(published, nameserver)| Wired {
             netns: path,
             published,
@@ -1232,7 +1234,18 @@ impl Networks {
     }
 
     /// Deletes what a container's run made: its host-side veths, its namespace.
-    fn teardown(&self, id: &str, endpoints: &[Endpoint]) {
+    ///
+    /// With `links` false only the namespace is unpinned: the kernel then destroys it, and its
+    /// veth pairs with it, in its own time. Deleting a veth here waits for an RCU grace period
+    /// (10-30 ms), which every `docker run --rm` would wait for; a start that finds a host end
+    /// still there deletes it first.
+    fn teardown(&self, id: &str, endpoints: &[Endpoint], links: bool) {
+        if !links {
+            if let Err(e) = netns::remove(&self.netns_path(id)) {
+                tracing::warn!(container = %id, error = %e, "failed to remove the network namespace");
+            }
+            return;
+        }
         if let Ok(mut nl) = Netlink::open() {
             let mut indexes: Vec<usize> = (0..endpoints.len()).collect();
             indexes.extend(endpoints.iter().filter_map(Endpoint::if_index));
@@ -1253,6 +1266,11 @@ impl Networks {
     /// Unwires a container after its exit (or a failed start): DNS names, published ports,
     /// interfaces, namespace. Its addresses stay allocated.
     pub(crate) fn detach(&self, w: &Wiring<'_>) {
+        self.unwire(w, false);
+    }
+
+    fn unwire(&self, w: &Wiring<'_>, links: bool) {
+        let t0 = std::time::Instant::now();
         for ep in w.endpoints {
             let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
             self.dns_names(&ep.network_id, &Self::names_of(w, ep), &ips, false);
@@ -1268,7 +1286,8 @@ impl Networks {
                 tracing::warn!(container = %w.id, error = %e, "failed to remove the container's published ports");
             }
         }
-        self.teardown(w.id, w.endpoints);
+        self.teardown(w.id, w.endpoints, links);
+        tracing::debug!(container = %w.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "network namespace unwired");
     }
 
     /// After a daemon restart: running containers' names and ports come back, the table is
