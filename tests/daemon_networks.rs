@@ -663,6 +663,68 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         assert_eq!(nets, ["a", "bridge", "host", "none"]);
         let ps = text(&daemon.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]));
         assert_eq!(ps.trim(), "one", "refused containers are not left behind");
+        // The same through `berth network`.
+        let berth = |args: &[&str]| {
+            sh(Command::new(env!("CARGO_BIN_EXE_berth"))
+                .env_remove("BERTH_HOST")
+                .env_remove("DOCKER_HOST")
+                .args(["-H", &daemon.paths.host()])
+                .args(args))
+        };
+        let out = berth(&[
+            "network",
+            "create",
+            "--subnet",
+            "10.40.0.0/24",
+            "--gateway",
+            "10.40.0.1",
+            "-o",
+            "com.docker.network.bridge.name=brcli",
+            "--label",
+            "site=lab",
+            "cli1",
+        ]);
+        assert!(out.status.success(), "{out}");
+        let ls = berth(&["network", "ls"]);
+        assert!(
+            ls.stdout.starts_with("NETWORK ID") && ls.stdout.contains(" cli1 "),
+            "{ls}"
+        );
+        let ls = berth(&["network", "ls", "--format", "json", "-f", "label=site=lab"]);
+        let rows: Vec<serde_json::Value> = ls
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(rows.len(), 1, "{ls}");
+        assert_eq!(rows[0]["Name"], "cli1");
+        assert!(berth(&["network", "inspect", "cli1"]).stdout.contains("10.40.0.0/24"));
+        assert!(
+            berth(&[
+                "network",
+                "connect",
+                "--ip",
+                "10.40.0.9",
+                "--alias",
+                "uno",
+                "cli1",
+                "one"
+            ])
+            .status
+            .success()
+        );
+        let addrs = text(&daemon.docker_ok(&["exec", "one", "busybox", "ip", "-o", "-4", "addr"]));
+        assert!(addrs.contains("10.40.0.9/24"), "{addrs}");
+        assert!(berth(&["network", "disconnect", "cli1", "one"]).status.success());
+        let out = berth(&["network", "create", "--subnet", "10.40.0.0/25", "cli2"]);
+        assert!(!out.status.success() && out.stderr.contains("overlaps"), "{out}");
+        assert!(berth(&["network", "rm", "cli1"]).status.success());
+        let out = berth(&["network", "rm", "nosuch"]);
+        assert!(
+            !out.status.success() && out.stderr.contains("network nosuch not found"),
+            "{out}"
+        );
+        assert!(berth(&["network", "prune"]).status.success());
         daemon.docker_ok(&["rm", "-f", "one"]);
         daemon.docker_ok(&["network", "rm", "a"]);
         wait_until("the veth pairs are gone", Duration::from_secs(10), || {

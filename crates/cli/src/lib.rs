@@ -68,6 +68,13 @@ struct ImageArgs {
     command: commands::image::ImageCommand,
 }
 
+/// `berth network …` as arguments, so that it can carry `-H` for its subcommands.
+#[derive(Args)]
+struct NetworkArgs {
+    #[command(subcommand)]
+    command: commands::network::NetworkCommand,
+}
+
 /// `berth version` has no arguments of its own.
 #[derive(Args)]
 struct NoArgs {}
@@ -117,6 +124,9 @@ enum Command {
     Logs(Client<commands::container::LogsArgs>),
     /// Run a command in a running container.
     Exec(Client<commands::container::ExecArgs>),
+    /// Manage networks (`berth network create`, `ls`, `inspect`, `rm`, `prune`, `connect`,
+    /// `disconnect`).
+    Network(Client<NetworkArgs>),
     /// Show the version of this binary and of the daemon, when one answers.
     Version(Client<NoArgs>),
     /// The per-container supervisor the daemon starts (not for direct use).
@@ -160,6 +170,7 @@ impl Command {
             Command::Wait(c) => c.host.host.take(),
             Command::Logs(c) => c.host.host.take(),
             Command::Exec(c) => c.host.host.take(),
+            Command::Network(c) => c.host.host.take(),
         }
     }
 }
@@ -223,6 +234,7 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Wait(c) => commands::container::wait(c.args, client, printer).await,
         Command::Logs(c) => commands::container::logs(c.args, client, printer).await,
         Command::Exec(c) => commands::container::exec(c.args, client, printer).await,
+        Command::Network(c) => commands::network::run(c.args.command, client, printer).await,
         Command::Daemon(_)
         | Command::Registry(_)
         | Command::Version(_)

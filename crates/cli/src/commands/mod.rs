@@ -5,6 +5,7 @@ pub(crate) mod images;
 pub(crate) mod import;
 pub(crate) mod inspect_image;
 pub(crate) mod load;
+pub(crate) mod network;
 pub(crate) mod pull;
 pub(crate) mod push;
 pub(crate) mod registry;
