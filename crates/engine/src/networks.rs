@@ -890,28 +890,23 @@ impl Networks {
                 .iter()
                 .map(|s| IpNet::new(s.gateway, s.subnet.prefix_len()).expect("valid prefix"))
                 .collect();
-            let before = nl.link(&r.interface)?;
-            let had = match before {
-                Some(_) => nl.addresses(&r.interface)?,
-                None => Vec::new(),
-            };
             let site_bridge = r.name == "bridge" && self.config.bridge.is_some();
-            let state = nl.ensure_bridge(&BridgeSpec {
+            let ensured = nl.ensure_bridge(&BridgeSpec {
                 name: &r.interface,
                 mtu: (r.mtu != 0).then_some(r.mtu),
                 addresses: &gateways,
                 create: !site_bridge,
             })?;
             let mut changed = false;
-            if state == BridgeState::Created && r.name != "bridge" && !r.created_link {
+            if ensured.state == BridgeState::Created && r.name != "bridge" && !r.created_link {
                 r.created_link = true;
                 changed = true;
             }
-            if before.is_some() && state == BridgeState::Existing && !r.created_link {
+            if ensured.state == BridgeState::Existing && !r.created_link {
                 // Remember what was added to someone else's bridge, to take it off again.
-                for g in &gateways {
-                    if !r.added_addresses.contains(g) && !had.iter().any(|h| h.addr() == g.addr()) {
-                        r.added_addresses.push(*g);
+                for g in ensured.added {
+                    if !r.added_addresses.contains(&g) {
+                        r.added_addresses.push(g);
                         changed = true;
                     }
                 }
@@ -998,12 +993,14 @@ impl Networks {
     pub(crate) fn attach(&self, w: &Wiring<'_>) -> Result<Wired> {
         let t0 = std::time::Instant::now();
         let path = self.netns_path(w.id);
-        // A leftover of a crash (the daemon died between start and exit handling).
-        self.teardown(w.id, w.endpoints, true);
+        // One socket for the whole start.
+        let mut nl = Netlink::open()?;
+        // A leftover of the last run (a veth the kernel has not destroyed yet) or of a crash.
+        self.teardown(w.id, w.endpoints, Some(&mut nl));
         let ns = Netns::create(&path)?;
-        let result = self.attach_in(&ns, w);
+        let result = self.attach_in(&mut nl, &ns, w);
         if result.is_err() {
-            self.unwire(w, true);
+            self.unwire(w, Some(&mut nl));
         }
         tracing::debug!(container = %w.id, ms = t0.elapsed().as_secs_f64() * 1000.0, ok = result.is_ok(), "network namespace wired");
         result.map(|(published, nameserver)| Wired {
@@ -1013,8 +1010,7 @@ impl Networks {
         })
     }
 
-    fn attach_in(&self, ns: &Netns, w: &Wiring<'_>) -> Result<(Vec<Published>, Option<IpAddr>)> {
-        let mut nl = Netlink::open()?;
+    fn attach_in(&self, nl: &mut Netlink, ns: &Netns, w: &Wiring<'_>) -> Result<(Vec<Published>, Option<IpAddr>)> {
         let mut nameserver = None;
         if w.endpoints.is_empty() {
             berth_net::link::loopback_up(ns)?;
@@ -1024,13 +1020,13 @@ impl Networks {
             let net = self.get(&ep.network_id).map_err(|_| Error::NoSuchNetwork {
                 name: ep.request.network.clone(),
             })?;
-            let net = self.prepare(&net, &mut nl)?;
-            self.connect_interface(&mut nl, ns, w.id, i, &net, ep)?;
+            let net = self.prepare(&net, nl)?;
+            self.connect_interface(nl, ns, w.id, i, &net, ep)?;
             if i == 0 && net.has_dns() && self.dns.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&net.id) {
                 nameserver = net.subnets.first().map(|s| s.gateway);
             }
             if net.has_dns() {
-                let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
+                let ips = ep.ips();
                 self.dns_names(&net.id, &Self::names_of(w, ep), &ips, true);
             }
             bridges.push((net, ep.clone()));
@@ -1099,13 +1095,11 @@ impl Networks {
                 reason: "published ports need Berth's firewall table, and the daemon runs with --iptables=false".into(),
             });
         }
-        // Ports reach the container through its first bridge network with an address.
-        let Some((net, ep)) = nets.iter().find(|(n, e)| n.driver == "bridge" && e.ipv4.is_some()) else {
+        let Some((net, ep)) = port_path(nets) else {
             return Err(Error::InvalidContainerConfig {
                 reason: "published ports need a bridge network with an IPv4 address".into(),
             });
         };
-        let cip = ep.ipv4.expect("found with one").addr();
         let mut rules = Vec::new();
         let mut published = Vec::new();
         let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
@@ -1122,6 +1116,7 @@ impl Networks {
                 })?),
             }
             .filter(|a| !a.is_unspecified());
+            let shown = host_ip.map_or_else(|| "0.0.0.0".to_owned(), |a| a.to_string());
             let pr = proto(&r.proto);
             let clash = |port: u16, rules: &[PortRule]| -> Option<String> {
                 others
@@ -1138,19 +1133,13 @@ impl Networks {
                 Some(p) => {
                     if let Some(o) = clash(p, &rules) {
                         return Err(Error::PortAllocated {
-                            addr: format!(
-                                "{}:{p}",
-                                host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())
-                            ),
+                            addr: format!("{shown}:{p}"),
                             detail: format!(" (published by container {})", &o[..12.min(o.len())]),
                         });
                     }
                     if nft::port_in_use(host_ip, p, pr) {
                         return Err(Error::PortAllocated {
-                            addr: format!(
-                                "{}:{p}",
-                                host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into())
-                            ),
+                            addr: format!("{shown}:{p}"),
                             detail: " (a program on the host listens on it)".into(),
                         });
                     }
@@ -1164,21 +1153,14 @@ impl Networks {
                         detail: " (no free port left in 49153-60999)".into(),
                     })?,
             };
-            rules.push(PortRule {
-                container: w.id.to_owned(),
-                host_ip,
-                host_port,
-                container_ip: cip,
-                container_port: r.container_port,
-                proto: pr,
-                bridge: net.interface.clone(),
-            });
-            published.push(Published {
+            let p = Published {
                 container_port: r.container_port,
                 proto: r.proto.clone(),
-                host_ip: host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+                host_ip: shown,
                 host_port,
-            });
+            };
+            rules.push(port_rule(w.id, &p, net, ep));
+            published.push(p);
         }
         ports.insert(w.id.to_owned(), rules);
         drop(ports);
@@ -1235,18 +1217,12 @@ impl Networks {
 
     /// Deletes what a container's run made: its host-side veths, its namespace.
     ///
-    /// With `links` false only the namespace is unpinned: the kernel then destroys it, and its
-    /// veth pairs with it, in its own time. Deleting a veth here waits for an RCU grace period
-    /// (10-30 ms), which every `docker run --rm` would wait for; a start that finds a host end
-    /// still there deletes it first.
-    fn teardown(&self, id: &str, endpoints: &[Endpoint], links: bool) {
-        if !links {
-            if let Err(e) = netns::remove(&self.netns_path(id)) {
-                tracing::warn!(container = %id, error = %e, "failed to remove the network namespace");
-            }
-            return;
-        }
-        if let Ok(mut nl) = Netlink::open() {
+    /// Without a netlink socket only the namespace is unpinned: the kernel then destroys it,
+    /// and its veth pairs with it, in its own time. Deleting a veth here waits for an RCU
+    /// grace period (10-30 ms), which every `docker run --rm` would wait for; a start that
+    /// finds a host end still there deletes it first.
+    fn teardown(&self, id: &str, endpoints: &[Endpoint], links: Option<&mut Netlink>) {
+        if let Some(nl) = links {
             let mut indexes: Vec<usize> = (0..endpoints.len()).collect();
             indexes.extend(endpoints.iter().filter_map(Endpoint::if_index));
             indexes.sort_unstable();
@@ -1266,13 +1242,13 @@ impl Networks {
     /// Unwires a container after its exit (or a failed start): DNS names, published ports,
     /// interfaces, namespace. Its addresses stay allocated.
     pub(crate) fn detach(&self, w: &Wiring<'_>) {
-        self.unwire(w, false);
+        self.unwire(w, None);
     }
 
-    fn unwire(&self, w: &Wiring<'_>, links: bool) {
+    fn unwire(&self, w: &Wiring<'_>, links: Option<&mut Netlink>) {
         let t0 = std::time::Instant::now();
         for ep in w.endpoints {
-            let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
+            let ips = ep.ips();
             self.dns_names(&ep.network_id, &Self::names_of(w, ep), &ips, false);
         }
         let had_ports = self
@@ -1313,24 +1289,13 @@ impl Networks {
                     None => net,
                 };
                 if net.has_dns() {
-                    let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
+                    let ips = ep.ips();
                     self.dns_names(&net.id, &Self::names_of(w, ep), &ips, true);
                 }
                 nets.push((net, ep.clone()));
             }
-            if let Some((net, ep)) = nets.iter().find(|(n, e)| n.driver == "bridge" && e.ipv4.is_some()) {
-                let rules: Vec<PortRule> = published
-                    .iter()
-                    .map(|p| PortRule {
-                        container: w.id.to_owned(),
-                        host_ip: p.host_ip.parse().ok().filter(|a: &IpAddr| !a.is_unspecified()),
-                        host_port: p.host_port,
-                        container_ip: ep.ipv4.expect("found with one").addr(),
-                        container_port: p.container_port,
-                        proto: proto(&p.proto),
-                        bridge: net.interface.clone(),
-                    })
-                    .collect();
+            if let Some((net, ep)) = port_path(&nets) {
+                let rules: Vec<PortRule> = published.iter().map(|p| port_rule(w.id, p, net, ep)).collect();
                 if !rules.is_empty() {
                     self.ports
                         .lock()
@@ -1356,7 +1321,7 @@ impl Networks {
         let net = self.prepare(&net, &mut nl)?;
         self.connect_interface(&mut nl, &ns, w.id, index, &net, ep)?;
         if net.has_dns() {
-            let ips: Vec<IpAddr> = ep.ipv4.iter().chain(ep.ipv6.iter()).map(|n| n.addr()).collect();
+            let ips = ep.ips();
             self.dns_names(&net.id, &Self::names_of(w, ep), &ips, true);
         }
         self.emit(&net, "connect", Some(w.id));
@@ -1432,6 +1397,24 @@ impl Networks {
             "Options": r.options,
             "Labels": r.labels,
         })
+    }
+}
+
+/// Where a container's published ports lead: its first bridge network with an IPv4 address.
+fn port_path(nets: &[(NetworkRecord, Endpoint)]) -> Option<&(NetworkRecord, Endpoint)> {
+    nets.iter().find(|(n, e)| n.driver == "bridge" && e.ipv4.is_some())
+}
+
+/// The rule that publishes `p` of container `id` to `ep`'s IPv4 address on `net`.
+fn port_rule(id: &str, p: &Published, net: &NetworkRecord, ep: &Endpoint) -> PortRule {
+    PortRule {
+        container: id.to_owned(),
+        host_ip: p.host_ip.parse().ok().filter(|a: &IpAddr| !a.is_unspecified()),
+        host_port: p.host_port,
+        container_ip: ep.ipv4.expect("a port path has an IPv4 address").addr(),
+        container_port: p.container_port,
+        proto: proto(&p.proto),
+        bridge: net.interface.clone(),
     }
 }
 

@@ -51,6 +51,15 @@ pub enum BridgeState {
     Existing,
 }
 
+/// What `ensure_bridge` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredBridge {
+    pub state: BridgeState,
+    /// The addresses of the spec it had to add (for an existing bridge, what its owner
+    /// did not put there and should get back without).
+    pub added: Vec<IpNet>,
+}
+
 /// A bridge a network uses.
 #[derive(Debug, Clone)]
 pub struct BridgeSpec<'a> {
@@ -140,7 +149,7 @@ impl Netlink {
     /// A bridge that is created gets a fixed random MAC address (as dockerd does): otherwise
     /// the kernel gives it the lowest MAC of its ports, and the gateway's MAC would change
     /// whenever a container comes or goes.
-    pub fn ensure_bridge(&mut self, spec: &BridgeSpec<'_>) -> Result<BridgeState> {
+    pub fn ensure_bridge(&mut self, spec: &BridgeSpec<'_>) -> Result<EnsuredBridge> {
         check_name(spec.name)?;
         let (state, bridge) = match self.get_link(spec.name)? {
             Some((link, _)) => {
@@ -179,6 +188,7 @@ impl Netlink {
             }
         };
 
+        let mut added = Vec::new();
         if !spec.addresses.is_empty() {
             let present = self.addresses_of(bridge.index, spec.name)?;
             for address in spec.addresses {
@@ -189,14 +199,17 @@ impl Netlink {
                         tracing::debug!(bridge = spec.name, has = %p, wanted = %address, "bridge has the address with another prefix; left as it is");
                     }
                     Some(_) => {}
-                    None => self.add_address(bridge.index, spec.name, address)?,
+                    None => {
+                        self.add_address(bridge.index, spec.name, address)?;
+                        added.push(*address);
+                    }
                 }
             }
         }
         if !bridge.up {
             self.set_up(bridge.index, spec.name)?;
         }
-        Ok(state)
+        Ok(EnsuredBridge { state, added })
     }
 
     /// Deletes link `name`; a missing one is fine.

@@ -154,14 +154,16 @@ fn bridge_is_created_with_its_mtu_and_addresses_then_found() {
     let mut nl = lab.netlink(&host);
     let addresses = nets(&["10.99.0.1/24", "fd00:99::1/64"]);
 
-    let state = nl.ensure_bridge(&bridge("br-t", Some(1400), &addresses, true)).unwrap();
-    assert_eq!(state, BridgeState::Created);
+    let made = nl.ensure_bridge(&bridge("br-t", Some(1400), &addresses, true)).unwrap();
+    assert_eq!(made.state, BridgeState::Created);
+    assert_eq!(made.added, addresses);
     let link = nl.link("br-t").unwrap().expect("bridge exists");
     assert_eq!((link.kind.as_str(), link.mtu, link.up), ("bridge", 1400, true));
     assert_eq!(ip_addrs(&host, "br-t"), ["10.99.0.1/24", "fd00:99::1/64"]);
 
     let again = nl.ensure_bridge(&bridge("br-t", Some(1400), &addresses, true)).unwrap();
-    assert_eq!(again, BridgeState::Existing);
+    assert_eq!(again.state, BridgeState::Existing);
+    assert!(again.added.is_empty(), "{again:?}");
     assert_eq!(ip_addrs(&host, "br-t"), ["10.99.0.1/24", "fd00:99::1/64"]);
 }
 
@@ -177,14 +179,16 @@ fn existing_bridge_is_kept_as_it_is() {
     let mut nl = lab.netlink(&host);
 
     let addresses = nets(&["10.99.0.1/24"]);
-    let state = nl.ensure_bridge(&bridge("br0", Some(9000), &addresses, true)).unwrap();
-    assert_eq!(state, BridgeState::Existing);
+    let found = nl.ensure_bridge(&bridge("br0", Some(9000), &addresses, true)).unwrap();
+    assert_eq!(found.state, BridgeState::Existing);
+    assert_eq!(found.added, addresses);
     let link = nl.link("br0").unwrap().unwrap();
     assert_eq!((link.mtu, link.up), (1300, true), "MTU untouched, set up");
     assert_eq!(ip_addrs(&host, "br0"), ["192.168.50.1/24", "10.99.0.1/24"]);
     // The address it has, with another prefix: left as it is.
     let addresses = nets(&["192.168.50.1/16"]);
-    nl.ensure_bridge(&bridge("br0", None, &addresses, false)).unwrap();
+    let kept = nl.ensure_bridge(&bridge("br0", None, &addresses, false)).unwrap();
+    assert!(kept.added.is_empty(), "{kept:?}");
     assert_eq!(ip_addrs(&host, "br0"), ["192.168.50.1/24", "10.99.0.1/24"]);
 }
 

@@ -75,7 +75,7 @@ impl libcontainer::workload::Executor for SeccompExecutor {
 }
 
 /// Whether capability number `cap` is in this process's effective set.
-fn has_effective_cap(cap: u32) -> bool {
+pub fn has_effective_cap(cap: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -207,11 +207,6 @@ pub(super) async fn connect(
             reason: "user specified IP address is supported on user defined networks only".into(),
         });
     }
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default()
-    };
     let request = EndpointRequest {
         network: net.id.clone(),
         ipv4,
@@ -221,11 +216,9 @@ pub(super) async fn connect(
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
-        aliases: strings(ep.get("Aliases")),
+        aliases: crate::containers::settings::strings(ep.get("Aliases")),
     };
-    if let Some(m) = &request.mac {
-        crate::containers::settings::parse_mac(m)?;
-    }
+    // The MAC is checked where the endpoint is allocated, before anything changes.
     state.containers.connect(&entry, request).await?;
     Ok(StatusCode::OK)
 }

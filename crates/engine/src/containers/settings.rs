@@ -224,7 +224,8 @@ pub(super) fn is_set(v: Option<&Value>) -> bool {
     }
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
+/// A JSON list of strings (or one string), as the API's string-list fields come.
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
         Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
@@ -855,7 +856,7 @@ fn host_options(
                 "Invalid value {score}, range for oom score adj is [-1000, 1000]"
             )));
         }
-        if score < 0 && !has_effective_cap(24) {
+        if score < 0 && !berth_runtime::has_effective_cap(24) {
             return Err(invalid(format!(
                 "--oom-score-adj {score}: lowering the OOM score needs CAP_SYS_RESOURCE, which this daemon does not have; use a value from 0 to 1000"
             )));
@@ -876,18 +877,6 @@ fn host_options(
         }
     }
     Ok(h)
-}
-
-/// Whether this process has capability number `bit` in its effective set.
-fn has_effective_cap(bit: u32) -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|eff| eff & (1 << bit) != 0)
 }
 
 /// `--cgroup-parent`: a name or a path, kept inside the cgroup hierarchy, as `/a/b`.
