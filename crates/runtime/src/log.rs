@@ -155,28 +155,54 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 
 /// Every entry of the log, oldest first, rotated files included.
 pub fn read_all(path: &Path) -> io::Result<Vec<LogEntry>> {
-    let mut files = Vec::new();
-    for n in (1..100).rev() {
-        let p = rotated(path, n);
-        if p.exists() {
-            files.push(p);
+    read_with_cursor(path).map(|(entries, _)| entries)
+}
+
+/// Every entry of the log, oldest first, and a cursor just past the last one read: each line
+/// reaches a reader that takes the history and then follows exactly once.
+///
+/// The live file is opened first and read through that handle; rotated files that are the
+/// same file (a rotation in between) are skipped.
+pub fn read_with_cursor(path: &Path) -> io::Result<(Vec<LogEntry>, LogCursor)> {
+    let live = match File::open(path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let live_id = match &live {
+        Some(f) => {
+            let m = f.metadata()?;
+            Some((m.dev(), m.ino()))
         }
-    }
-    files.push(path.to_path_buf());
+        None => None,
+    };
     let mut out = Vec::new();
-    for p in files {
-        let f = match File::open(&p) {
+    for n in (1..100).rev() {
+        let f = match File::open(rotated(path, n)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        let m = f.metadata()?;
+        if Some((m.dev(), m.ino())) == live_id {
+            continue;
+        }
         for line in BufReader::new(f).lines() {
             if let Ok(e) = serde_json::from_str(&line?) {
                 out.push(e);
             }
         }
     }
-    Ok(out)
+    let mut cursor = LogCursor {
+        path: path.to_path_buf(),
+        file: live,
+        pos: 0,
+        partial: Vec::new(),
+    };
+    if cursor.file.is_some() {
+        out.extend(cursor.read_new()?);
+    }
+    Ok((out, cursor))
 }
 
 /// Reads a log as it grows, across rotations.

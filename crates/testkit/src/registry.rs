@@ -38,7 +38,21 @@ impl RegistryProcess {
     /// collected for [`log`](Self::log) for as long as it runs. On timeout or early exit the
     /// error includes everything it printed.
     pub fn start(berth_bin: &Path, args: &[&str]) -> Result<RegistryProcess> {
-        let mut command = Command::new(berth_bin);
+        RegistryProcess::start_in(None, berth_bin, args)
+    }
+
+    /// [`start`](Self::start), in the network namespace `netns` (`/run/netns/NAME`) when
+    /// given: `nsenter --net` execs the registry, so the child is the registry itself and
+    /// its address is a loopback address of that namespace.
+    pub fn start_in(netns: Option<&Path>, berth_bin: &Path, args: &[&str]) -> Result<RegistryProcess> {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(berth_bin);
+                c
+            }
+            None => Command::new(berth_bin),
+        };
         command.args(["registry", "serve"]);
         if !args.iter().any(|a| *a == "--addr" || a.starts_with("--addr=")) {
             command.args(["--addr", "127.0.0.1:0"]);

@@ -95,6 +95,7 @@ pub(super) async fn restart(
     let t = stop_timeout(&q)?;
     state.containers.stop(&entry, t, q.get("signal")).await?;
     state.containers.start(&entry).await?;
+    state.containers.emit_restart(&entry);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -390,23 +391,53 @@ fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
 /// `GET /containers/json?all=&limit=&filters=`.
 pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
-    let filters = q.filters(&["id", "name", "status", "label", "exited", "ancestor"])?;
+    let filters = q.filters(&[
+        "id", "name", "status", "label", "exited", "ancestor", "network", "volume", "before", "since",
+    ])?;
     let limit: i64 = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(-1);
     let all = q.flag("all") || limit > 0 || filters.contains_key("status") || filters.contains_key("exited");
     let mut records: Vec<Record> = state.containers.all().iter().map(|e| e.record()).collect();
     records.sort_by(|a, b| b.created.cmp(&a.created));
+    // `before` and `since` name containers; what they compare is their creation times.
+    let created_of = |key: &str| -> Result<Option<f64>, Error> {
+        match filters.get(key).and_then(|v| v.first()) {
+            Some(v) => Ok(Some(entry_time(&state.containers.get(v)?.record().created))),
+            None => Ok(None),
+        }
+    };
+    let (before, since) = (created_of("before")?, created_of("since")?);
     let rows: Vec<Value> = records
         .iter()
-        .filter(|r| all || r.running())
-        .filter(|r| matches_filters(r, &filters))
+        .filter(|r| all || r.running() || before.is_some() || since.is_some())
+        .filter(|r| {
+            let t = entry_time(&r.created);
+            before.is_none_or(|b| t < b) && since.is_none_or(|s| t > s)
+        })
+        .filter(|r| matches_filters(&state.containers, r, &filters))
         .take(if limit > 0 { limit as usize } else { usize::MAX })
         .map(|r| summary(&state.containers, r))
         .collect();
     Ok(Json(Value::Array(rows)))
 }
 
-fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
+/// dockerd's container filters: the values of one filter are alternatives, except `label`,
+/// whose values must all hold (compose selects a project's service by two labels).
+fn matches_filters(
+    containers: &crate::containers::Containers,
+    r: &Record,
+    filters: &std::collections::BTreeMap<String, Vec<String>>,
+) -> bool {
+    let has_label = |v: &str| {
+        let labels = r.config.get("Labels");
+        match v.split_once('=') {
+            Some((k, want)) => labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(want),
+            None => labels.and_then(|l| l.get(v)).is_some(),
+        }
+    };
     filters.iter().all(|(name, values)| {
+        if name == "label" {
+            return values.iter().all(|v| has_label(v));
+        }
         values.is_empty()
             || values.iter().any(|v| match name.as_str() {
                 "id" => r.id.starts_with(v.as_str()),
@@ -418,13 +449,17 @@ fn matches_filters(r: &Record, filters: &std::collections::BTreeMap<String, Vec<
                         || r.image_id == *v
                         || r.image_id.trim_start_matches("sha256:").starts_with(v.as_str())
                 }
-                "label" => {
-                    let labels = r.config.get("Labels");
-                    match v.split_once('=') {
-                        Some((k, want)) => labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(want),
-                        None => labels.and_then(|l| l.get(v.as_str())).is_some(),
-                    }
-                }
+                "network" => containers.networks_json(r).as_object().is_some_and(|nets| {
+                    nets.iter().any(|(name, n)| {
+                        name == v || n["NetworkID"].as_str().is_some_and(|id| !v.is_empty() && id.starts_with(v.as_str()))
+                    })
+                }),
+                "volume" => r
+                    .settings
+                    .mounts
+                    .iter()
+                    .any(|m| m.volume == *v || m.source == *v || m.destination == *v),
+                "before" | "since" => true,
                 _ => false,
             })
     })
@@ -641,10 +676,8 @@ pub(super) async fn logs(
     let path = state.containers.log_path_of(&entry.id);
     let rx = entry.subscribe();
     let phase = *rx.borrow();
-    // The cursor is taken before the history is read: a line written in between may show
-    // twice, never not at all.
-    let cursor = LogCursor::at_end(&path);
-    let history = berth_runtime::read_all(&path).map_err(|source| Error::Io {
+    // The cursor continues where the history ends: every line shows once.
+    let (history, cursor) = berth_runtime::read_with_cursor(&path).map_err(|source| Error::Io {
         op: "read",
         path: path.clone(),
         source,
@@ -758,27 +791,32 @@ pub(super) async fn attach(
         raw,
     };
     let path = state.containers.log_path_of(&entry.id);
-    let cursor = LogCursor::at_end(&path);
     let rx = entry.subscribe();
     let phase = *rx.borrow();
     let mut started = rx.clone();
     let (tx, mut body_rx) = mpsc::channel::<Bytes>(64);
-    if q.flag("logs") {
-        let history = berth_runtime::read_all(&path).unwrap_or_default();
-        let tx = tx.clone();
-        for e in history {
-            if let Some(f) = frame(&e, w) {
-                let _ = tx.try_send(f);
-            }
-        }
-    }
+    // With `logs`, the stream continues where the history ends: every line shows once.
+    let (history, cursor) = if q.flag("logs") {
+        let (history, cursor) = berth_runtime::read_with_cursor(&path).map_err(|source| Error::Io {
+            op: "read",
+            path: path.clone(),
+            source,
+        })?;
+        (history.iter().filter_map(|e| frame(e, w)).collect(), cursor)
+    } else {
+        (Vec::new(), LogCursor::at_end(&path))
+    };
     if q.flag("stream") {
         let shutdown = state.shutdown.clone();
         // A created container is attached before its start: follow its coming run.
         let waiting = !phase.running;
-        tokio::spawn(follow(cursor, rx, phase.exits, waiting, w, tx, shutdown));
+        tokio::spawn(async move {
+            if send_all(&tx, history).await {
+                follow(cursor, rx, phase.exits, waiting, w, tx, shutdown).await;
+            }
+        });
     } else {
-        drop(tx);
+        tokio::spawn(async move { send_all(&tx, history).await });
     }
     if !upgrade {
         let stream = futures::stream::unfold(body_rx, |mut rx| async move {
@@ -827,6 +865,16 @@ pub(super) async fn attach(
         }
     });
     Ok(upgraded(content_type))
+}
+
+/// Sends frames in order; `false` once the reader has gone.
+async fn send_all(tx: &mpsc::Sender<Bytes>, frames: Vec<Bytes>) -> bool {
+    for f in frames {
+        if tx.send(f).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The `101 UPGRADED` answer of a hijacked attach or exec stream.

@@ -121,9 +121,11 @@ pub(super) async fn start(
             tokio::join!(pump(out, s_out, tx1, w_out), pump(err, s_err, tx2, w_err || tty));
         }
     });
+    state.containers.emit_exec(&exec, "exec_start", None);
     let stdin = child.stdin.take();
     let finish = {
         let exec = exec.clone();
+        let containers = Arc::clone(&state.containers);
         async move {
             let status = child.wait().await;
             let _ = pumps.await;
@@ -133,6 +135,7 @@ pub(super) async fn start(
             };
             *exec.state.lock().unwrap_or_else(|p| p.into_inner()) = (true, false, Some(code));
             exec.finished();
+            containers.emit_exec(&exec, "exec_die", Some(code));
         }
     };
     if detach {

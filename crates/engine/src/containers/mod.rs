@@ -492,8 +492,25 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), Arc::new(exec));
-        self.emit(&rec, "exec_create", &[]);
+        self.emit(&rec, "exec_create", &[("execID", id.clone())]);
         Ok(id)
+    }
+
+    /// `exec_start` and `exec_die` (with its `exitCode`), as dockerd publishes them.
+    pub(crate) fn emit_exec(&self, exec: &Exec, action: &'static str, code: Option<i64>) {
+        let Ok(entry) = self.get(&exec.container) else {
+            return;
+        };
+        let mut extra = vec![("execID", exec.id.clone())];
+        if let Some(code) = code {
+            extra.push(("exitCode", code.to_string()));
+        }
+        self.emit(&entry.record(), action, &extra);
+    }
+
+    /// `restart`, after a restart through the API.
+    pub(crate) fn emit_restart(&self, entry: &Entry) {
+        self.emit(&entry.record(), "restart", &[]);
     }
 
     pub(crate) fn exec_get(&self, id: &str) -> Result<Arc<Exec>> {
@@ -1344,6 +1361,7 @@ impl Containers {
         let rx = entry.subscribe();
         let exits = rx.borrow().exits;
         self.signal(entry, &rec, sig)?;
+        self.emit(&rec, "kill", &[("signal", sig.to_string())]);
         let t = timeout.or(rec.settings.stop_timeout).unwrap_or(10);
         let limit = (t >= 0).then(|| Duration::from_secs(t as u64));
         if Self::wait_exit(rx.clone(), exits, limit).await {
@@ -1352,6 +1370,7 @@ impl Containers {
         }
         tracing::info!(container = %rec.id, timeout = t, "container did not stop in time; killing it");
         self.signal(entry, &rec, libc::SIGKILL)?;
+        self.emit(&rec, "kill", &[("signal", libc::SIGKILL.to_string())]);
         Self::wait_exit(rx, exits, Some(KILL_WAIT)).await;
         self.emit(&rec, "stop", &[]);
         Ok(true)
