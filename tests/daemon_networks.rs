@@ -9,9 +9,8 @@
 // Test output is the reader's interface here: the docker CLI's output, for the record.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use berth_testkit::{ImageBuilder, Prereq, require};
@@ -24,67 +23,9 @@ use daemon_support::*;
 mod container_support;
 use container_support::*;
 
-fn sh(cmd: &mut Command) -> Output {
-    let out = run(cmd, Duration::from_secs(30));
-    println!("$ {cmd:?}\n{}{}", out.stdout, out.stderr);
-    out
-}
-
-fn text(o: &Output) -> String {
-    o.stdout.clone()
-}
-
-/// A namespace made with `ip netns add`, deleted when dropped (also when the test fails).
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "berth-net-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = sh(Command::new("ip").args(["netns", "add", &name]));
-        assert!(out.status.success(), "ip netns add {name}");
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// `ip -n NS ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let out = sh(Command::new("ip").args(["-n", &self.name]).args(args));
-        assert!(out.status.success(), "ip -n {} {args:?}", self.name);
-        text(&out)
-    }
-
-    /// A program run inside the namespace.
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        sh(Command::new("nsenter")
-            .arg(format!("--net={}", self.path().display()))
-            .arg(program)
-            .args(args))
-    }
-
-    /// `curl URL` from inside the namespace.
-    fn fetch(&self, url: &str) -> Option<String> {
-        let out = self.exec("curl", &["-sS", "-m", "3", url]);
-        out.status.success().then(|| text(&out))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
-    }
-}
+#[path = "support/netns.rs"]
+mod netns_support;
+use netns_support::*;
 
 /// The site: `br0` with 10.0.3.1/24 and an uplink to `outside` (10.0.3.200/24).
 struct Site {

@@ -1003,6 +1003,12 @@ impl Networks {
             self.unwire(w, Some(&mut nl));
         }
         tracing::debug!(container = %w.id, ms = t0.elapsed().as_secs_f64() * 1000.0, ok = result.is_ok(), "network namespace wired");
+        if result.is_ok() {
+            // As dockerd: the endpoints join at the start, and leave at the exit.
+            for ep in w.endpoints {
+                self.event(&ep.network_id, "connect", w.id);
+            }
+        }
         result.map(|(published, nameserver)| Wired {
             netns: path,
             published,
@@ -1243,6 +1249,9 @@ impl Networks {
     /// interfaces, namespace. Its addresses stay allocated.
     pub(crate) fn detach(&self, w: &Wiring<'_>) {
         self.unwire(w, None);
+        for ep in w.endpoints {
+            self.event(&ep.network_id, "disconnect", w.id);
+        }
     }
 
     fn unwire(&self, w: &Wiring<'_>, links: Option<&mut Netlink>) {

@@ -27,6 +27,12 @@ pub enum Prereq {
     Wrk,
     /// Network namespaces work: `ip netns add` and `ip netns delete` succeed.
     Netns,
+    /// Python's `docker` package (docker-py, from PyPI) for `python3`.
+    DockerPy,
+    /// `ansible-playbook` (the `ansible` package from PyPI, with `community.docker`).
+    Ansible,
+    /// Debian's `docker-compose` (compose v1).
+    DockerCompose,
 }
 
 impl Prereq {
@@ -42,6 +48,9 @@ impl Prereq {
             Prereq::Nginx => "nginx",
             Prereq::Wrk => "wrk",
             Prereq::Netns => "netns",
+            Prereq::DockerPy => "docker-py",
+            Prereq::Ansible => "ansible",
+            Prereq::DockerCompose => "docker-compose",
         }
     }
 
@@ -74,6 +83,19 @@ impl Prereq {
                 static NETNS: OnceLock<Result<(), String>> = OnceLock::new();
                 NETNS.get_or_init(probe_netns).clone()
             }
+            Prereq::DockerPy => {
+                let ok = Command::new("python3")
+                    .args(["-c", "import docker"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    Ok(())
+                } else {
+                    Err("python3 cannot import docker (pip install docker)".to_owned())
+                }
+            }
+            Prereq::Ansible => on_path("ansible-playbook"),
+            Prereq::DockerCompose => on_path("docker-compose"),
         }
     }
 }

@@ -451,7 +451,10 @@ fn matches_filters(
                 }
                 "network" => containers.networks_json(r).as_object().is_some_and(|nets| {
                     nets.iter().any(|(name, n)| {
-                        name == v || n["NetworkID"].as_str().is_some_and(|id| !v.is_empty() && id.starts_with(v.as_str()))
+                        name == v
+                            || n["NetworkID"]
+                                .as_str()
+                                .is_some_and(|id| !v.is_empty() && id.starts_with(v.as_str()))
                     })
                 }),
                 "volume" => r

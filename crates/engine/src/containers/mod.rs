@@ -1186,6 +1186,21 @@ impl Containers {
                 }
             }
         });
+        // `die` before the waiters wake (a stop's `stop` event follows it, as with dockerd).
+        let auto_remove = match &rec {
+            Ok(rec) => {
+                tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
+                if rec.state.oom_killed {
+                    self.emit(rec, "oom", &[]);
+                }
+                self.emit(rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
+                rec.settings.auto_remove
+            }
+            Err(e) => {
+                tracing::error!(container = %entry.id, error = %e, "failed to record the exit");
+                false
+            }
+        };
         entry.phase.send_modify(|p| {
             p.running = false;
             p.exits += 1;
@@ -1201,20 +1216,6 @@ impl Containers {
                     .expect("unwiring does not panic");
             }
         }
-        let auto_remove = match &rec {
-            Ok(rec) => {
-                tracing::info!(container = %rec.id, exit_code = rec.state.exit_code, "container exited");
-                if rec.state.oom_killed {
-                    self.emit(rec, "oom", &[]);
-                }
-                self.emit(rec, "die", &[("exitCode", rec.state.exit_code.to_string())]);
-                rec.settings.auto_remove
-            }
-            Err(e) => {
-                tracing::error!(container = %entry.id, error = %e, "failed to record the exit");
-                false
-            }
-        };
         if auto_remove {
             // Its volumes first: `docker run --rm` returns when it hears of the removal, and
             // its anonymous volumes are gone by then, as with dockerd.
