@@ -210,7 +210,7 @@ fn ansible_playbook_twice_changes_nothing_the_second_time() {
     let hostdir = dir.path().join("hostdir");
     fs::create_dir_all(&hostdir).expect("create the bind-mounted directory");
     fs::write(hostdir.join("site.conf"), "site=t1\n").expect("write a file to mount");
-    let playbook = |phase: &str| {
+    let playbook = |phase: &str, extra: &[&str]| {
         let out = run(
             site.client("ansible-playbook")
                 // docker_login writes ~/.docker/config.json, where docker_image reads it.
@@ -220,6 +220,7 @@ fn ansible_playbook_twice_changes_nothing_the_second_time() {
                 .args(["-e", &format!("registry={}", site.registry())])
                 .args(["-e", &format!("hostdir={}", hostdir.display())])
                 .args(["-e", &format!("phase={phase}")])
+                .args(extra)
                 .env("ANSIBLE_NOCOLOR", "1")
                 .env("ANSIBLE_HOME", dir.path().join("ansible"))
                 .env("ANSIBLE_LOCAL_TEMP", dir.path().join("ansible-tmp"))
@@ -236,14 +237,14 @@ fn ansible_playbook_twice_changes_nothing_the_second_time() {
         );
         recap(&out.stdout)
     };
-    let first = playbook("up");
+    let first = playbook("up", &[]);
     assert_eq!(first.failed, 0);
     assert!(
         first.changed >= 6,
         "the first run creates the network, volume and containers: {first:?}"
     );
     // Every option of the containers read back as it was given: nothing to change.
-    let second = playbook("up");
+    let second = playbook("up", &[]);
     assert_eq!(second.changed, 0, "the second run changed something: {second:?}");
     assert_eq!(second.ok, first.ok);
 
@@ -267,7 +268,24 @@ fn ansible_playbook_twice_changes_nothing_the_second_time() {
     assert_eq!(mgmt["State"]["Running"], true);
     assert_eq!(inspect(d, "parked")["State"]["Status"], "created");
 
-    let cycle = playbook("cycle");
+    // A real change is seen and applied: one container recreated with the new value.
+    let before = inspect(d, "wn1")["Id"].clone();
+    let third = playbook("up", &["-e", "site_tag=t2"]);
+    assert_eq!(third.changed, 1, "only the worker changes: {third:?}");
+    let wn1 = inspect(d, "wn1");
+    assert_ne!(wn1["Id"], before, "the worker was recreated");
+    assert!(
+        wn1["Config"]["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "SITE=t2")),
+        "{wn1}"
+    );
+    assert_eq!(
+        wn1["NetworkSettings"]["Networks"]["sitenet"]["IPAddress"], "10.88.0.10",
+        "same address"
+    );
+
+    let cycle = playbook("cycle", &[]);
     assert!(cycle.changed >= 6, "{cycle:?}");
     site.assert_clean("the playbook's cycle phase");
     assert_eq!(d.docker_ok(&["images", "-q"]).stdout, "", "the image was removed");
