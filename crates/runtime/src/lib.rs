@@ -26,7 +26,10 @@ pub use cgroup_prime::prime as prime_cgroup_attach;
 pub use copy::copy_tree;
 pub use error::{Error, ErrorKind};
 pub use exec::{ExecConfig, exec_main, has_effective_cap, resolve_exec_user};
-pub use log::{DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all, read_with_cursor};
+pub use log::{
+    DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, LogCursor, LogEntry, LogLimits, now_rfc3339, parse_size, read_all,
+    read_with_cursor,
+};
 pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
 pub use seccomp::check_seccomp_profile;
 pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
