@@ -264,6 +264,9 @@ fn ansible_playbook_twice_changes_nothing_the_second_time() {
     );
     let mgmt = inspect(d, "mgmt");
     assert_eq!(mgmt["HostConfig"]["Privileged"], true);
+    wait_until("mgmt healthy", Duration::from_secs(15), || {
+        inspect(d, "mgmt")["State"]["Health"]["Status"] == "healthy"
+    });
     assert_eq!(mgmt["HostConfig"]["Memory"], 64 << 20);
     assert_eq!(mgmt["State"]["Running"], true);
     assert_eq!(inspect(d, "parked")["State"]["Status"], "created");
@@ -376,6 +379,12 @@ fn compose_three_services_up_ps_logs_down() {
         inspect(d, "site_web_1")["HostConfig"]["RestartPolicy"]["Name"],
         "always"
     );
+    // db's health check passes.
+    wait_until("db healthy", Duration::from_secs(15), || {
+        inspect(d, "site_db_1")["State"]["Health"]["Status"] == "healthy"
+    });
+    let ps = compose(&["ps"]);
+    assert!(ps.stdout.contains("Up (healthy)"), "{ps}");
     // app reached db by its service name and wrote what it got to the shared volume.
     wait_until("app to fetch from db", Duration::from_secs(15), || {
         d.docker(&["exec", "site_app_1", "cat", "/data/from-db"]).stdout == "pong\n"

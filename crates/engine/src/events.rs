@@ -234,6 +234,20 @@ impl Filter {
         values.is_empty() || values.iter().any(|v| candidates.contains(&v.as_str()))
     }
 
+    /// moby's `matchEvent`: with `health_status`, `exec_create` or `exec_start` among the
+    /// values (whose actions carry a suffix, `health_status: healthy`), values are
+    /// prefixes; otherwise exact.
+    fn event_matches(&self, action: &str) -> bool {
+        let values = self.values("event");
+        let fuzzy = values
+            .iter()
+            .any(|v| ["health_status", "exec_create", "exec_start"].contains(&v.as_str()));
+        values.is_empty()
+            || values
+                .iter()
+                .any(|v| action == v || (fuzzy && action.starts_with(v.as_str())))
+    }
+
     pub(crate) fn matches(&self, ev: &Event) -> bool {
         let name = ev.attributes.get("name").map_or("", String::as_str);
         let image_ok = match ev.kind {
@@ -256,7 +270,7 @@ impl Filter {
                     .any(|v| ev.id.starts_with(v.as_str()) || name.starts_with(v.as_str()))
         });
         self.exact("type", &[ev.kind])
-            && self.exact("event", &[ev.action])
+            && self.event_matches(ev.action)
             && self.exact("scope", &["local"])
             && image_ok
             && labels_ok

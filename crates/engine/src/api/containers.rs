@@ -320,10 +320,18 @@ fn now() -> i64 {
 }
 
 /// `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`.
-fn status_text(r: &Record) -> String {
+/// `docker ps`'s STATUS: `Up 5 seconds (healthy)`, `Exited (0) 2 minutes ago`, …
+fn status_text(r: &Record, health: Option<&str>) -> String {
     match r.state.status.as_str() {
         "running" if r.paused() => format!("Up {} (Paused)", human_duration(now() - unix(&r.state.started_at))),
-        "running" => format!("Up {}", human_duration(now() - unix(&r.state.started_at))),
+        "running" => {
+            let up = human_duration(now() - unix(&r.state.started_at));
+            match health {
+                Some("starting") => format!("Up {up} (health: starting)"),
+                Some(h) => format!("Up {up} ({h})"),
+                None => format!("Up {up}"),
+            }
+        }
         "exited" => format!(
             "Exited ({}) {} ago",
             r.state.exit_code,
@@ -381,7 +389,7 @@ fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
         "Ports": c.ports_list(r),
         "Labels": r.config.get("Labels").cloned().unwrap_or(json!({})),
         "State": r.status(),
-        "Status": status_text(r),
+        "Status": status_text(r, c.health_of(&r.id)),
         "HostConfig": {"NetworkMode": r.host_config.get("NetworkMode").cloned().unwrap_or(json!(r.settings.network.mode_name()))},
         "NetworkSettings": {"Networks": c.networks_json(r)},
         "Mounts": mounts_json(r),
@@ -392,7 +400,7 @@ fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
 pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
     let filters = q.filters(&[
-        "id", "name", "status", "label", "exited", "ancestor", "network", "volume", "before", "since",
+        "id", "name", "status", "label", "exited", "ancestor", "network", "volume", "before", "since", "health",
     ])?;
     let limit: i64 = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(-1);
     let all = q.flag("all") || limit > 0 || filters.contains_key("status") || filters.contains_key("exited");
@@ -463,6 +471,7 @@ fn matches_filters(
                     .iter()
                     .any(|m| m.volume == *v || m.source == *v || m.destination == *v),
                 "before" | "since" => true,
+                "health" => containers.health_of(&r.id).unwrap_or("none") == v,
                 _ => false,
             })
     })
@@ -505,6 +514,7 @@ pub(super) async fn inspect(
             "Running": running,
             "Paused": r.paused(),
             "Restarting": false,
+            "Health": entry.health().map(|h| h.to_json()),
             "OOMKilled": r.state.oom_killed,
             "Dead": false,
             "Pid": r.state.pid,

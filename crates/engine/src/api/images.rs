@@ -276,6 +276,7 @@ fn inspect(image: &Image) -> Value {
             "OnBuild": null,
             "Labels": c.labels,
             "StopSignal": c.stop_signal,
+            "Healthcheck": c.healthcheck,
         },
         "Architecture": r.config.architecture,
         "Os": r.config.os,

@@ -22,6 +22,7 @@
 //! exit the shim recorded.
 
 pub(crate) mod filesystem;
+mod health;
 mod mounts;
 mod networking;
 mod resources;
@@ -167,6 +168,8 @@ pub(crate) struct Entry {
     phase: watch::Sender<Phase>,
     /// Serialises start and remove.
     op: tokio::sync::Mutex<()>,
+    /// `State.Health`, for a container with a health check that has run (in memory only).
+    health: Mutex<Option<health::Health>>,
 }
 
 impl Entry {
@@ -183,7 +186,22 @@ impl Entry {
             record: Mutex::new(record),
             phase: watch::Sender::new(phase),
             op: tokio::sync::Mutex::new(()),
+            health: Mutex::new(None),
         })
+    }
+
+    /// `State.Health`: `None` for a container without a health check (or one never run).
+    pub(crate) fn health(&self) -> Option<health::Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The health status alone (`starting`, `healthy`, `unhealthy`).
+    fn health_status(&self) -> Option<&'static str> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|h| h.status)
     }
 
     /// A copy of the record.
@@ -400,6 +418,13 @@ impl Containers {
 
     /// `POST /containers/{id}/exec`: records an exec for a running container.
     pub(crate) fn exec_create(&self, entry: &Entry, name: &str, body: &Value) -> Result<String> {
+        let id = self.exec_create_quiet(entry, name, body)?;
+        self.emit(&entry.record(), "exec_create", &[("execID", id.clone())]);
+        Ok(id)
+    }
+
+    /// An exec of the daemon's own (a health probe): no event, and [`exec_forget`] after.
+    fn exec_create_quiet(&self, entry: &Entry, name: &str, body: &Value) -> Result<String> {
         let rec = entry.record();
         if !rec.running() {
             return Err(Error::NotRunning { id: rec.id });
@@ -492,8 +517,16 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), Arc::new(exec));
-        self.emit(&rec, "exec_create", &[("execID", id.clone())]);
         Ok(id)
+    }
+
+    /// Drops an exec that has ended and its config file.
+    fn exec_forget(&self, id: &str) {
+        let exec = self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(exec) = exec {
+            exec.finished();
+            let _ = std::fs::remove_file(self.dir(&exec.container).join(format!("exec-{id}.json")));
+        }
     }
 
     /// `exec_start` and `exec_die` (with its `exitCode`), as dockerd publishes them.
@@ -599,6 +632,7 @@ impl Containers {
                             }
                         }
                         self.watch(entry.clone(), rec.state.shim_pid, None);
+                        self.monitor_health(&entry);
                     } else {
                         tracing::info!(container = %rec.id, "container exited while the daemon was away");
                         self.on_exit(&entry, 0).await;
@@ -645,6 +679,18 @@ impl Containers {
     }
 
     /// Finds a container by full ID, name (with or without `/`), or unique ID prefix.
+    /// A container's health status by its full id (`docker ps`, the `health` filter).
+    pub(crate) fn health_of(&self, id: &str) -> Option<&'static str> {
+        let entry = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(id)
+            .cloned();
+        entry.and_then(|e| e.health_status())
+    }
+
     pub(crate) fn get(&self, name: &str) -> Result<Arc<Entry>> {
         let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = t.by_id.get(name) {
@@ -937,6 +983,7 @@ impl Containers {
                 }
                 self.emit(&rec, "start", &[]);
                 self.watch(entry.clone(), shim_pid, Some(pipe));
+                self.monitor_health(entry);
                 Ok(true)
             }
             Err(e) => {

@@ -137,6 +137,9 @@ pub(crate) struct RestartPolicy {
 pub(crate) struct Settings {
     /// Entrypoint + Cmd.
     pub(crate) args: Vec<String>,
+    /// The health check (the request's over the image's); `None` for none or `NONE`.
+    #[serde(default)]
+    pub(crate) healthcheck: Option<super::health::Healthcheck>,
     pub(crate) env: Vec<String>,
     pub(crate) cwd: String,
     pub(crate) user: String,
@@ -292,10 +295,8 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
             )));
         }
     }
-    for (field, flag) in [("Healthcheck", "--health-cmd"), ("OnBuild", "ONBUILD")] {
-        if is_set(config.get(field)) {
-            return Err(not_built(format!("{flag} (Config.{field})")));
-        }
+    if is_set(config.get("OnBuild")) {
+        return Err(not_built("ONBUILD (Config.OnBuild)"));
     }
     let tty = config.get("Tty").and_then(Value::as_bool) == Some(true);
     let console_size = hc
@@ -522,7 +523,9 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         (_, Some(s)) if !s.is_empty() && parse_signal(s).is_ok() => s.to_owned(),
         _ => "SIGTERM".to_owned(),
     };
+    let healthcheck = super::health::Healthcheck::resolve(config.get("Healthcheck"), ic.healthcheck.as_ref())?;
     let settings = Settings {
+        healthcheck: healthcheck.clone(),
         args,
         env: env.clone(),
         cwd: cwd.clone(),
@@ -590,6 +593,7 @@ pub(crate) fn parse(body: &Value, image: &ImageRecord, id: &str) -> Result<Parse
         "Labels": labels,
         "StopSignal": if requested_stop.is_empty() { json!(ic.stop_signal) } else { json!(requested_stop) },
         "StopTimeout": config.get("StopTimeout").cloned().unwrap_or(Value::Null),
+        "Healthcheck": healthcheck.as_ref().map(super::health::Healthcheck::to_json),
         "ExposedPorts": if settings.exposed.is_empty() {
             Value::Null
         } else {

@@ -46,6 +46,7 @@ pub struct ImageBuilder {
     cmd: Vec<String>,
     architecture: Option<String>,
     volumes: Vec<String>,
+    healthcheck: Option<serde_json::Value>,
 }
 
 impl Default for ImageBuilder {
@@ -67,6 +68,7 @@ impl ImageBuilder {
             cmd: vec!["sh".to_owned()],
             architecture: None,
             volumes: Vec::new(),
+            healthcheck: None,
         }
     }
 
@@ -113,6 +115,12 @@ impl ImageBuilder {
     /// there, filled from the image's content at that path.
     pub fn volume(mut self, path: impl Into<String>) -> Self {
         self.volumes.push(path.into());
+        self
+    }
+
+    /// Sets `HEALTHCHECK` (`config.Healthcheck`: `Test`, `Interval`, … in nanoseconds).
+    pub fn healthcheck(mut self, healthcheck: serde_json::Value) -> Self {
+        self.healthcheck = Some(healthcheck);
         self
     }
 
@@ -202,6 +210,9 @@ impl ImageBuilder {
         });
         if !self.labels.is_empty() {
             container_config["Labels"] = json!(self.labels);
+        }
+        if let Some(h) = &self.healthcheck {
+            container_config["Healthcheck"] = h.clone();
         }
         if !self.volumes.is_empty() {
             let volumes: BTreeMap<&str, serde_json::Value> =
