@@ -251,6 +251,53 @@ impl DaemonProcess {
         out
     }
 
+    /// One HTTP/1.1 request over the daemon's socket, with `headers` and `body`; returns
+    /// the status and the body. With `head_only` only the status line is waited for (a
+    /// stream such as `/events` never ends by itself) and the body is empty.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        head_only: bool,
+    ) -> (u16, String) {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&self.paths.socket).expect("connect to the daemon");
+        s.set_read_timeout(Some(CLI_TIMEOUT)).expect("set a read timeout");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: berth\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).expect("send the request head");
+        s.write_all(body).expect("send the request body");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading the answer to {method} {path}: {e}"),
+            }
+            if head_only && got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in the answer to {method} {path}: {text:?}"));
+        let body = if head_only { String::new() } else { dechunk(head, body) };
+        (status, body)
+    }
+
     /// SIGTERM, then wait for the exit; returns the exit status and the log.
     pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().to_string();
@@ -269,4 +316,23 @@ impl Drop for DaemonProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A body as sent: chunked transfer coding undone when the head says so.
+fn dechunk(head: &str, body: &str) -> String {
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body.to_owned();
+    }
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }

@@ -77,6 +77,12 @@ struct NetworkArgs {
 
 /// `berth version` has no arguments of its own.
 #[derive(Args)]
+struct SystemArgs {
+    #[command(subcommand)]
+    command: commands::system::SystemCommand,
+}
+
+#[derive(Args)]
 struct NoArgs {}
 
 #[derive(Subcommand)]
@@ -127,6 +133,8 @@ enum Command {
     /// Manage networks (`berth network create`, `ls`, `inspect`, `rm`, `prune`, `connect`,
     /// `disconnect`).
     Network(Client<NetworkArgs>),
+    /// The daemon's set-up and disk use (`berth system info`, `berth system df`).
+    System(Client<SystemArgs>),
     /// Show the version of this binary and of the daemon, when one answers.
     Version(Client<NoArgs>),
     /// The per-container supervisor the daemon starts (not for direct use).
@@ -171,6 +179,7 @@ impl Command {
             Command::Logs(c) => c.host.host.take(),
             Command::Exec(c) => c.host.host.take(),
             Command::Network(c) => c.host.host.take(),
+            Command::System(c) => c.host.host.take(),
         }
     }
 }
@@ -235,6 +244,7 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::Logs(c) => commands::container::logs(c.args, client, printer).await,
         Command::Exec(c) => commands::container::exec(c.args, client, printer).await,
         Command::Network(c) => commands::network::run(c.args.command, client, printer).await,
+        Command::System(c) => commands::system::run(c.args.command, client, printer).await,
         Command::Daemon(_)
         | Command::Registry(_)
         | Command::Version(_)

@@ -488,6 +488,11 @@ impl Volumes {
         self.emit(action, name, &attrs);
     }
 
+    /// Bytes under a volume's data directory (`UsageData.Size` in `/system/df`).
+    pub(crate) fn size(&self, name: &str) -> u64 {
+        tree_size(&self.data_path(name))
+    }
+
     /// dockerd's `volume.Volume` JSON.
     pub(crate) fn to_json(&self, v: &VolumeRecord) -> Value {
         json!({
@@ -512,7 +517,7 @@ fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// Bytes in the files under `dir` (not following symlinks; each hard-linked file once).
-fn tree_size(dir: &Path) -> u64 {
+pub(crate) fn tree_size(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut seen = BTreeSet::new();
     let mut total = 0;

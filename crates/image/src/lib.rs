@@ -35,8 +35,8 @@ pub use content::testsuite;
 pub use content::{ContentStore, ContentWriter, LocalContent, LocalWriter};
 pub use diff::{Change, ChangeKind, UpperDiff};
 pub use distribution::{
-    Credentials, DEFAULT_CERTS_DIR, PARALLEL_LAYERS, Progress, PullOutcome, PushOutcome, RegistryOptions, Resolved,
-    SearchResult, login, push, push_repository_name, resolve, search, split_search_term,
+    Credentials, DEFAULT_CERTS_DIR, Distribution, PARALLEL_LAYERS, Progress, PullOutcome, PushOutcome, RegistryOptions,
+    Resolved, SearchResult, login, push, push_repository_name, resolve, search, split_search_term,
 };
 pub use error::{Error, ErrorKind};
 pub use extract::{ExtractOptions, ExtractStats, Whiteouts, extract};

@@ -147,7 +147,7 @@ pub(crate) fn ago(secs: i64) -> String {
 }
 
 /// Docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits.
-fn human_size(size: u64) -> String {
+pub(crate) fn human_size(size: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = size as f64;
     let mut i = 0;

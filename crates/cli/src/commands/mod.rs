@@ -11,5 +11,6 @@ pub(crate) mod push;
 pub(crate) mod registry;
 pub(crate) mod rmi;
 pub(crate) mod save;
+pub(crate) mod system;
 pub(crate) mod tag;
 pub(crate) mod version;

@@ -1,6 +1,7 @@
 //! `/containers/…`: create, start, stop, kill, wait, remove, list, inspect, logs and the
 //! hijacked attach, shaped like dockerd's answers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,18 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<Response, Error> {
     let q = Query::new(raw);
+    if let Some(platform) = q.get("platform").filter(|p| !p.is_empty()) {
+        let mut parts = platform.split('/');
+        let (os, arch) = (parts.next().unwrap_or(""), parts.next());
+        if os != "linux" || arch.is_some_and(|a| a != state.host.go_arch) {
+            return Err(Error::InvalidContainerConfig {
+                reason: format!(
+                    "platform {platform:?} is not this host's (linux/{}); Berth runs no emulation",
+                    state.host.go_arch
+                ),
+            });
+        }
+    }
     let body: Value = serde_json::from_slice(&body).map_err(|e| Error::InvalidContainerConfig {
         reason: format!("invalid JSON in the request body: {e}"),
     })?;
@@ -212,15 +225,19 @@ pub(super) async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /containers/prune` (no filters yet: a filter is refused, not ignored).
+/// `POST /containers/prune?filters=`: stopped containers, chosen by `label`, `label!` and
+/// `until`; `SpaceReclaimed` is what their own layers held.
 pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
-    let filters = q.filters(&[])?;
-    debug_assert!(filters.is_empty());
-    let removed = state.containers.prune().await;
+    let filter = super::prune::PruneFilter::new(&q.filters(&["label", "label!", "until"])?)?;
+    let chosen = move |r: &Record| {
+        let labels = super::volumes::string_map(r.config.get("Labels"));
+        filter.chosen(&labels, super::prune::rfc3339_secs(&r.created))
+    };
+    let (removed, reclaimed) = state.containers.prune(chosen).await;
     Ok(Json(json!({
         "ContainersDeleted": if removed.is_empty() { Value::Null } else { json!(removed) },
-        "SpaceReclaimed": 0,
+        "SpaceReclaimed": reclaimed,
     })))
 }
 
@@ -243,6 +260,11 @@ pub(super) async fn remove(
     RawQuery(raw): RawQuery,
 ) -> Result<StatusCode, Error> {
     let q = Query::new(raw);
+    if q.flag("link") {
+        return Err(Error::NotBuilt {
+            what: "legacy container links (docker rm --link); Berth has no links to remove".into(),
+        });
+    }
     let entry = state.containers.get(&id)?;
     state.containers.remove(&entry, q.flag("force"), q.flag("v")).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -378,7 +400,7 @@ fn mounts_json(r: &Record) -> Value {
 }
 
 /// One row of `GET /containers/json` (docker's `container.Summary`).
-fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
+pub(super) fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
     json!({
         "Id": r.id,
         "Names": [format!("/{}", r.name)],
@@ -425,7 +447,32 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
         .take(if limit > 0 { limit as usize } else { usize::MAX })
         .map(|r| summary(&state.containers, r))
         .collect();
+    if !q.flag("size") {
+        return Ok(Json(Value::Array(rows)));
+    }
+    let this = state.clone();
+    let rows = tokio::task::spawn_blocking(move || with_sizes(&this, rows))
+        .await
+        .expect("measuring containers does not panic");
     Ok(Json(Value::Array(rows)))
+}
+
+/// `SizeRw` (the container's own layer) and `SizeRootFs` (that plus its image), as
+/// `docker ps -s` and `/system/df` show them.
+pub(super) fn with_sizes(state: &State, mut rows: Vec<Value>) -> Vec<Value> {
+    let mut image_sizes: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &mut rows {
+        let (Some(id), Some(image_id)) = (row["Id"].as_str(), row["ImageID"].as_str()) else {
+            continue;
+        };
+        let rw = state.containers.size_rw(id);
+        let image = *image_sizes
+            .entry(image_id.to_owned())
+            .or_insert_with(|| state.images.get(image_id).map_or(0, |i| i.record.size));
+        row["SizeRw"] = json!(rw);
+        row["SizeRootFs"] = json!(rw + image);
+    }
+    rows
 }
 
 /// dockerd's container filters: the values of one filter are alternatives, except `label`,
@@ -481,7 +528,9 @@ fn matches_filters(
 pub(super) async fn inspect(
     StateExtractor(state): AppState,
     PathExtractor(id): PathExtractor<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
+    let size = Query::new(raw).flag("size");
     let entry = state.containers.get(&id)?;
     let r = entry.record();
     let dir = state.containers.dir_of(&r.id);
@@ -504,7 +553,7 @@ pub(super) async fn inspect(
         })
         .unwrap_or_default();
     let running = r.running();
-    Ok(Json(json!({
+    let mut out = json!({
         "Id": r.id,
         "Created": r.created,
         "Path": r.settings.args.first().cloned().unwrap_or_default(),
@@ -572,7 +621,19 @@ pub(super) async fn inspect(
             "MacAddress": default_bridge["MacAddress"],
             "Networks": networks,
         },
-    })))
+    });
+    if size {
+        let (this, id, image) = (state.clone(), r.id.clone(), r.image_id.clone());
+        let (rw, image) = tokio::task::spawn_blocking(move || {
+            let image = this.images.get(&image).map_or(0, |i| i.record.size);
+            (this.containers.size_rw(&id), image)
+        })
+        .await
+        .expect("measuring a container does not panic");
+        out["SizeRw"] = json!(rw);
+        out["SizeRootFs"] = json!(rw + image);
+    }
+    Ok(Json(out))
 }
 
 /// Which streams a reader wants, and how.

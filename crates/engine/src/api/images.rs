@@ -177,8 +177,8 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
                 continue;
             }
         }
-        let image_labels = labels(&image);
         if let Some(wanted) = filters.get("label") {
+            let image_labels = labels(&image);
             let ok = wanted.iter().all(|w| match w.split_once('=') {
                 Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
                 None => image_labels.contains_key(w.as_str()),
@@ -187,21 +187,27 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
                 continue;
             }
         }
-        let r = &image.record;
-        out.push(json!({
-            "Id": r.id,
-            "ParentId": "",
-            "RepoTags": tags,
-            "RepoDigests": digests,
-            "Created": r.created,
-            "Size": r.size,
-            "SharedSize": -1,
-            "VirtualSize": r.size,
-            "Labels": image_labels,
-            "Containers": -1,
-        }));
+        out.push(summary(&image, tags, digests));
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// dockerd's `ImageSummary`; `SharedSize` and `Containers` are -1 (not counted) as in
+/// `GET /images/json`, and `/system/df` fills them in.
+pub(super) fn summary(image: &Image, tags: Vec<String>, digests: Vec<String>) -> Value {
+    let r = &image.record;
+    json!({
+        "Id": r.id,
+        "ParentId": "",
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Created": r.created,
+        "Size": r.size,
+        "SharedSize": -1,
+        "VirtualSize": r.size,
+        "Labels": labels(image),
+        "Containers": -1,
+    })
 }
 
 /// `GET /images/{name}/json` and `GET /images/{name}/history`; the rest (`/get`) is not built.
@@ -471,14 +477,22 @@ async fn refuse_if_used(state: &Arc<State>, name: &str) -> Result<(), Error> {
 /// images that containers use are kept.
 pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
-    let filters = q.filters(&["dangling"])?;
+    let filters = q.filters(&["dangling", "label", "label!", "until"])?;
     let dangling_only = !filters
         .get("dangling")
         .is_some_and(|v| v.iter().any(|x| x.eq_ignore_ascii_case("false") || x == "0"));
+    let filter = super::prune::PruneFilter::new(&filters)?;
     let images = state.images.clone();
-    let keep: std::collections::HashSet<String> = state.containers.all().iter().map(|e| e.record().image_id).collect();
+    let mut keep: std::collections::HashSet<String> =
+        state.containers.all().iter().map(|e| e.record().image_id).collect();
     let (before, removed, reclaimed) = tokio::task::spawn_blocking(move || {
         let before = images.images()?;
+        keep.extend(
+            before
+                .iter()
+                .filter(|i| !filter.chosen(&labels(i), i.record.created as f64))
+                .map(|i| i.record.id.to_string()),
+        );
         images.prune_except(dangling_only, &keep).map(|(r, n)| (before, r, n))
     })
     .await

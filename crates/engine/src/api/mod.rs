@@ -8,6 +8,7 @@ mod containers;
 mod exec;
 mod images;
 mod networks;
+mod prune;
 mod pull;
 mod push;
 mod resources;
@@ -89,6 +90,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(system::events))
+        .route("/system/df", get(system::df))
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))
         .route("/containers/prune", post(containers::prune))
@@ -138,6 +140,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/images/prune", post(images::prune))
         .route("/images/get", get(archive::save))
         .route("/images/load", post(archive::load))
+        .route("/distribution/{*rest}", get(pull::distribution))
         // Names hold slashes (`myreg:5000/sl6/wn`), so the action is the path's last part.
         .route(
             "/images/{*rest}",

@@ -166,21 +166,12 @@ pub(super) async fn remove(
 /// `POST /networks/prune`: `{NetworksDeleted}`.
 pub(super) async fn prune(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
-    let filters = q.filters(&["label", "label!", "until"])?;
-    if filters.contains_key("until") {
-        return Err(Error::NotBuilt {
-            what: "network prune --filter until".into(),
-        });
-    }
-    let labels = filters.get("label").cloned().unwrap_or_default();
-    let not_labels = filters.get("label!").cloned().unwrap_or_default();
+    let filter = super::prune::PruneFilter::new(&q.filters(&["label", "label!", "until"])?)?;
     let c = state.containers.clone();
     let deleted = tokio::task::spawn_blocking(move || {
         let keep = |id: &str| {
             let Ok(r) = c.networks.get(id) else { return true };
-            !c.network_users(id).is_empty()
-                || !labels_match(&labels, &r.labels)
-                || (!not_labels.is_empty() && labels_match(&not_labels, &r.labels))
+            !c.network_users(id).is_empty() || !filter.chosen(&r.labels, super::prune::rfc3339_secs(&r.created))
         };
         c.networks.prune(&keep)
     })

@@ -590,6 +590,11 @@ impl Containers {
         self.root.join(id)
     }
 
+    /// Bytes the container wrote to its own layer (`SizeRw`): its overlay's upper directory.
+    pub(crate) fn size_rw(&self, id: &str) -> u64 {
+        crate::volumes::tree_size(&self.dir(id).join("upper"))
+    }
+
     /// Re-adopts running containers whose shim lives and records the exits that happened
     /// while no daemon watched; finishes interrupted removals.
     pub(crate) async fn restore(self: &Arc<Self>) {
@@ -1477,18 +1482,27 @@ impl Containers {
 
     /// `POST /containers/prune`: removes every container that is not running; returns
     /// their IDs.
-    pub(crate) async fn prune(self: &Arc<Self>) -> Vec<String> {
-        let mut removed = Vec::new();
+    pub(crate) async fn prune(self: &Arc<Self>, chosen: impl Fn(&Record) -> bool) -> (Vec<String>, u64) {
+        let (mut removed, mut reclaimed) = (Vec::new(), 0);
         for entry in self.all() {
-            if entry.record().running() {
+            let rec = entry.record();
+            if rec.running() || !chosen(&rec) {
                 continue;
             }
+            let this = Arc::clone(self);
+            let id = entry.id.clone();
+            let size = tokio::task::spawn_blocking(move || this.size_rw(&id))
+                .await
+                .unwrap_or(0);
             match self.remove(&entry, false, false).await {
-                Ok(()) => removed.push(entry.id.clone()),
+                Ok(()) => {
+                    removed.push(entry.id.clone());
+                    reclaimed += size;
+                }
                 Err(e) => tracing::warn!(container = %entry.id, error = %e, "prune: not removed"),
             }
         }
-        removed
+        (removed, reclaimed)
     }
 
     /// Forgets the container and deletes its files (see [`delete_files`](Self::delete_files)).

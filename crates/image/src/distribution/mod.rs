@@ -154,6 +154,15 @@ pub struct PullOutcome {
     pub updated: bool,
 }
 
+/// A name's manifest as the registry has it, without pulling anything.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// The manifest (or index) the name resolves to.
+    pub descriptor: Descriptor,
+    /// `{"architecture", "os", ...}` for each platform the image offers.
+    pub platforms: Vec<serde_json::Value>,
+}
+
 /// A name resolved to one registry endpoint and one image manifest.
 pub struct Resolved {
     client: RegistryClient,
@@ -166,6 +175,11 @@ pub struct Resolved {
     digest: Digest,
     manifest_bytes: Vec<u8>,
     manifest: Manifest,
+    /// The manifest the reference names, as the registry sent it: an index for a
+    /// multi-platform image, else the same as `manifest`.
+    top: Descriptor,
+    /// The index's entries (empty for a single-platform image).
+    index_entries: Vec<Descriptor>,
     /// A second tag: the Docker Hub name asked for, when an --add-registry host served it.
     alias: Option<String>,
 }
@@ -315,8 +329,19 @@ async fn resolve_at(
         })
     };
     let mut manifest = parse(&bytes, media_type.as_deref())?;
+    let top_descriptor = Descriptor {
+        media_type: manifest.media_type.clone(),
+        digest: top.clone(),
+        size: bytes.len() as u64,
+        artifact_type: None,
+        annotations: None,
+        platform: None,
+        urls: None,
+    };
+    let mut index_entries = Vec::new();
     let mut manifest_bytes = bytes;
     if manifest.kind == ManifestKind::Index {
+        index_entries = manifest.manifests.clone();
         let chosen = pick_platform(&manifest.manifests, &opts.architecture).ok_or_else(|| Error::NoPlatform {
             reference: display.clone(),
             arch: opts.architecture.clone(),
@@ -350,6 +375,8 @@ async fn resolve_at(
         digest: top,
         manifest_bytes,
         manifest,
+        top: top_descriptor,
+        index_entries,
         alias: None,
     })
 }
@@ -551,6 +578,35 @@ impl Resolved {
             reference,
             updated,
         }
+    }
+
+    /// What `GET /distribution/{name}/json` reports: the descriptor of the manifest the
+    /// name resolves to, and the platforms it offers (an index's entries, or a single
+    /// image's from its config, as dockerd reads them).
+    pub async fn distribution(&self) -> Result<Distribution, Error> {
+        let platforms = if self.index_entries.is_empty() {
+            let config = self.manifest.config.as_ref().ok_or_else(|| Error::InvalidManifest {
+                reference: self.reference(),
+                source: berth_oci::Error::InvalidManifest {
+                    reason: "an image manifest without a config".to_owned(),
+                },
+            })?;
+            let bytes = self.fetch_config(config).await?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let mut p = serde_json::Map::new();
+            for key in ["architecture", "os", "os.version", "variant"] {
+                if let Some(x) = v.get(key).and_then(|x| x.as_str()).filter(|x| !x.is_empty()) {
+                    p.insert(key.to_owned(), x.into());
+                }
+            }
+            vec![serde_json::Value::Object(p)]
+        } else {
+            self.index_entries.iter().filter_map(|d| d.platform.clone()).collect()
+        };
+        Ok(Distribution {
+            descriptor: self.top.clone(),
+            platforms,
+        })
     }
 
     async fn fetch_config(&self, desc: &Descriptor) -> Result<Vec<u8>, Error> {
