@@ -633,13 +633,14 @@ fn network_modes_mounts_and_capabilities() {
     assert_no_mounts_left(dir.path());
 }
 
-/// Runs `docker ARGS` inside a pseudo-terminal (`script`) set up by `stty`, types `input`
-/// after 1.5 s, and returns the exit status and everything the terminal showed.
+/// Runs `docker ARGS` inside a pseudo-terminal (`script`) set up by `stty`, types each part
+/// of `input` after 1.5 s, 300 ms apart, and returns the exit status and everything the
+/// terminal showed.
 fn through_terminal(
     daemon: &DaemonProcess,
     stty: &str,
     args: &str,
-    input: &'static [u8],
+    input: &'static [&'static [u8]],
 ) -> (std::process::ExitStatus, String) {
     let docker = format!(
         "{stty}; DOCKER_CONFIG={} docker -H {} {args}",
@@ -657,8 +658,12 @@ fn through_terminal(
     let mut stdin = child.stdin.take().expect("piped");
     let typist = thread::spawn(move || {
         use std::io::Write;
-        thread::sleep(Duration::from_millis(1500));
-        let _ = stdin.write_all(input);
+        thread::sleep(Duration::from_millis(1200));
+        for part in input {
+            thread::sleep(Duration::from_millis(300));
+            let _ = stdin.write_all(part);
+            let _ = stdin.flush();
+        }
         thread::sleep(Duration::from_secs(3));
     });
     let status = wait_deadline(&mut child, CLI_TIMEOUT).unwrap_or_else(|| panic!("docker {args} did not finish"));
@@ -691,7 +696,7 @@ fn tty_run_it_through_a_terminal() {
         &daemon,
         "stty rows 33 cols 111",
         "run -it --rm --network none busybox sh",
-        b"stty size; echo hello-$((1+2)); exit 4\r",
+        &[b"stty size; echo hello-$((1+2)); exit 4\r"],
     );
     println!("$ docker run -it busybox sh (through script)\n{out}");
     assert_eq!(status.code(), Some(4), "{out}");
@@ -721,13 +726,76 @@ fn tty_run_it_through_a_terminal() {
         &daemon,
         "stty rows 21 cols 77",
         "exec -it -e GREETING=hi host sh",
-        b"stty size; echo $GREETING-$((2+3)); exit 5\r",
+        &[b"stty size; echo $GREETING-$((2+3)); exit 5\r"],
     );
     println!("$ docker exec -it host sh (through script)\n{out}");
     assert_eq!(status.code(), Some(5), "{out}");
     assert!(out.contains("21 77\r\n"), "{out}");
     assert!(out.contains("hi-5\r\n"), "{out}");
-    daemon.docker_ok(&["rm", "-f", "host"]);
+
+    // ctrl-p ctrl-q detaches: the shell runs on with its stdin open, and a later attach
+    // reaches the same shell. Other keys through the API (docker-py's raw socket).
+    let (status, out) = through_terminal(
+        &daemon,
+        "stty rows 24 cols 80",
+        "run -it --name detached --network none busybox sh",
+        // Typed one key at a time, as the CLI looks for the keys in single-byte reads.
+        &[b"echo before-$((6*7))\r", b"\x10", b"\x11"],
+    );
+    println!("$ docker run -it (ctrl-p ctrl-q)\n{out}");
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("before-42"), "{out}");
+    assert_eq!(inspect(&daemon, "detached")["State"]["Status"], "running");
+    let (status, out) = through_terminal(
+        &daemon,
+        "stty rows 24 cols 80",
+        "attach detached",
+        &[b"echo after-$((6*8)); exit 3\r"],
+    );
+    println!("$ docker attach detached\n{out}");
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("after-48"), "{out}");
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "while read l; do echo got-$l; done",
+    ]);
+    let mut s = std::os::unix::net::UnixStream::connect(&daemon.paths.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    {
+        use std::io::{Read, Write};
+        s.write_all(b"POST /v1.45/containers/reader/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-a,x HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").unwrap();
+        s.write_all(b"one\n").unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("got-one") {
+            let n = s.read(&mut chunk).expect("the container's answer");
+            assert!(n > 0, "the session ended early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+        // The daemon ends the session on the keys: the read ends.
+        s.write_all(b"\x01x").unwrap();
+        s.read_to_end(&mut got).expect("the session ends on the detach keys");
+    }
+    assert_eq!(inspect(&daemon, "reader")["State"]["Status"], "running");
+    let (status, body) = daemon.request(
+        "POST",
+        "/v1.45/containers/reader/attach?stream=1&stdout=1&detachKeys=ctrl-",
+        &[],
+        b"",
+        false,
+    );
+    assert_eq!(status, 400, "{body}");
+    daemon.docker_ok(&["rm", "-f", "host", "reader", "detached"]);
     let left: Vec<_> = fs::read_dir(daemon.paths.data_root.join("containers"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

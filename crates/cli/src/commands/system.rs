@@ -113,7 +113,7 @@ async fn df(format: Format, client: &Client, printer: &Printer) -> anyhow::Resul
     }
     let mut rows = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(str::to_owned)];
     for u in usage(&df) {
-        let share = if u.size > 0 { u.reclaimable * 100 / u.size } else { 0 };
+        let share = (u.reclaimable * 100).checked_div(u.size).unwrap_or(0);
         rows.push([
             u.kind.to_owned(),
             u.total.to_string(),

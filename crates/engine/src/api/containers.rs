@@ -856,6 +856,11 @@ pub(super) async fn attach(
     if rec.state.status != "running" && rec.state.status != "created" && q.flag("stream") {
         return Err(Error::AttachStopped);
     }
+    let detach = detach_keys(q.get("detachKeys"))?;
+    // dockerd's rule: only a non-TTY container created with StdinOnce sees its stdin close
+    // when the client's input ends; otherwise stdin stays open for the next attach and
+    // the session ends there.
+    let close_stdin = rec.config.get("StdinOnce").and_then(Value::as_bool) == Some(true) && !rec.settings.tty;
     let raw = rec.settings.tty;
     let content_type = HeaderValue::from_static(if raw { RAW } else { MULTIPLEXED });
     let w = Wanted {
@@ -912,33 +917,137 @@ pub(super) async fn attach(
             }
         };
         let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        let ended = fired(ended_rx);
+        tokio::pin!(ended);
         let input = stdin.map(|mut fifo| {
             tokio::spawn(async move {
-                // Until the client half-closes; then the FIFO's last writer goes and the
-                // container reads EOF.
-                if let Err(e) = tokio::io::copy(&mut reader, &mut fifo).await {
-                    tracing::debug!(error = %e, "attach stdin ended");
+                let detached = match copy_until_detach(&mut reader, &mut fifo, &detach).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "attach stdin ended");
+                        false
+                    }
+                };
+                if close_stdin && !detached {
+                    // The FIFO's last writer goes and the container reads EOF. A FIFO that
+                    // nobody has open loses what it holds: keep our end until the container
+                    // (its shim) has the read end open, i.e. until it runs.
+                    let _ = started
+                        .wait_for(|p| p.running || p.exits > phase.exits || p.removed)
+                        .await;
+                    drop(fifo);
+                    return;
                 }
-                // A FIFO that nobody has open loses what it holds: keep our end until the
-                // container (its shim) has the read end open, i.e. until it runs.
-                let _ = started
-                    .wait_for(|p| p.running || p.exits > phase.exits || p.removed)
-                    .await;
+                // Detached, or input that does not close stdin: the session ends, and the
+                // container's stdin stays open until this run ends.
+                let _ = ended_tx.send(());
+                let _ = started.wait_for(|p| p.exits > phase.exits || p.removed).await;
                 drop(fifo);
             })
         });
-        while let Some(b) = body_rx.recv().await {
-            if writer.write_all(&b).await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                b = body_rx.recv() => match b {
+                    Some(b) if writer.write_all(&b).await.is_ok() => {}
+                    _ => break,
+                },
+                () = &mut ended => break,
             }
         }
         let _ = writer.flush().await;
         let _ = writer.shutdown().await;
-        if let Some(input) = input {
+        if let Some(input) = input
+            && close_stdin
+        {
             input.abort();
         }
     });
     Ok(upgraded(content_type))
+}
+
+/// The keys that end an attach without stopping the container (`detachKeys`, moby's
+/// `term.ToBytes`): comma-separated `ctrl-X` (X a letter or one of `@[\\]^_`) or single
+/// characters; ctrl-p,ctrl-q when absent or empty.
+pub(super) fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, Error> {
+    let spec = spec.filter(|s| !s.is_empty()).unwrap_or("ctrl-p,ctrl-q");
+    let bad = |reason| Error::InvalidQuery {
+        name: "detachKeys",
+        value: spec.to_owned(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for key in spec.split(',').map(str::trim) {
+        let lower = key.to_ascii_lowercase();
+        match lower.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let c = c.as_bytes()[0];
+                out.push(match c {
+                    b'a'..=b'z' => c - b'a' + 1,
+                    b'@' => 0,
+                    b'[' => 27,
+                    b'\\' => 28,
+                    b']' => 29,
+                    b'^' => 30,
+                    b'_' => 31,
+                    _ => return Err(bad("ctrl- takes a letter or one of @ [ \\ ] ^ _")),
+                });
+            }
+            Some(_) => return Err(bad("ctrl- takes one character")),
+            None if key.len() == 1 && key.is_ascii() => out.push(key.as_bytes()[0]),
+            None => return Err(bad("each key is ctrl-X or a single character, separated by commas")),
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the client's input to the container until it ends (`Ok(false)`) or the detach
+/// keys arrive (`Ok(true)`; the keys are not passed on). A partial match is held back until
+/// the next byte shows whether it was the sequence, as moby's escape proxy does.
+pub(super) async fn copy_until_detach<R, W>(reader: &mut R, writer: &mut W, keys: &[u8]) -> std::io::Result<bool>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut matched = 0;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            if matched > 0 {
+                writer.write_all(&keys[..matched]).await?;
+            }
+            return Ok(false);
+        }
+        let mut out = Vec::with_capacity(n + matched);
+        for &b in &buf[..n] {
+            if keys.get(matched) != Some(&b) {
+                // Not the sequence after all: what was held back goes through.
+                out.extend_from_slice(&keys[..matched]);
+                matched = 0;
+            }
+            if keys.get(matched) == Some(&b) {
+                matched += 1;
+                if matched == keys.len() {
+                    writer.write_all(&out).await?;
+                    return Ok(true);
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        writer.write_all(&out).await?;
+    }
+}
+
+/// What a one-shot channel carries, or never, when its sender goes without sending: safe to
+/// poll again in a `select!` loop (a finished receiver is not).
+pub(super) async fn fired<T>(rx: tokio::sync::oneshot::Receiver<T>) -> T {
+    match rx.await {
+        Ok(v) => v,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Sends frames in order; `false` once the reader has gone.
@@ -965,6 +1074,40 @@ pub(super) fn upgraded(content_type: HeaderValue) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn run(input: &[u8], keys: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut r = input;
+        let detached = copy_until_detach(&mut r, &mut out, keys).await.unwrap();
+        (out, detached)
+    }
+
+    #[test]
+    fn detach_keys_parse_as_moby() {
+        assert_eq!(detach_keys(None).unwrap(), vec![16, 17]);
+        assert_eq!(detach_keys(Some("")).unwrap(), vec![16, 17]);
+        assert_eq!(detach_keys(Some("ctrl-a,x")).unwrap(), vec![1, b'x']);
+        assert_eq!(
+            detach_keys(Some("ctrl-@,ctrl-[,ctrl-\\,ctrl-_")).unwrap(),
+            vec![0, 27, 28, 31]
+        );
+        for bad in ["ctrl-", "ctrl-1", "ab", "ctrl-ab"] {
+            assert!(detach_keys(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn input_passes_until_the_keys() {
+        assert_eq!(run(b"ls\n", &[16, 17]).await, (b"ls\n".to_vec(), false));
+        assert_eq!(run(b"ab\x10\x11cd", &[16, 17]).await, (b"ab".to_vec(), true));
+        // A partial match that is not the sequence goes through, in order.
+        assert_eq!(
+            run(b"a\x10b\x10\x10\x11", &[16, 17]).await,
+            (b"a\x10b\x10".to_vec(), true)
+        );
+        assert_eq!(run(b"a\x10", &[16, 17]).await, (b"a\x10".to_vec(), false));
+        assert_eq!(run(b"xyq", b"q").await, (b"xy".to_vec(), true));
+    }
 
     #[test]
     fn frames_and_durations() {

@@ -99,6 +99,7 @@ pub(super) async fn start(
             name: exec.container.clone(),
         });
     }
+    let keys = super::containers::detach_keys(Some(&exec.detach_keys))?;
     let mut cmd = state.containers.exec_command(&exec)?;
     let attach_stdin = exec.attach_stdin && !detach;
     cmd.stdin(if attach_stdin { Stdio::piped() } else { Stdio::null() })
@@ -169,20 +170,41 @@ pub(super) async fn start(
             }
         };
         let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        // On the detach keys the process keeps its stdin, and runs on; the session ends.
+        let (detached_tx, detached_rx) = tokio::sync::oneshot::channel();
+        let detached = super::containers::fired(detached_rx);
+        tokio::pin!(detached);
         let input = stdin.map(|mut stdin| {
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut reader, &mut stdin).await;
-                // Dropping stdin is the process's EOF.
+                if let Ok(true) = super::containers::copy_until_detach(&mut reader, &mut stdin, &keys).await {
+                    let _ = detached_tx.send(stdin);
+                }
+                // Otherwise dropping stdin is the process's EOF.
             })
         });
-        let relay = async {
-            while let Some(b) = rx.recv().await {
-                if writer.write_all(&b).await.is_err() {
-                    break;
-                }
+        let finish = tokio::spawn(finish);
+        let kept = loop {
+            tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) if writer.write_all(&b).await.is_ok() => {}
+                    _ => break None,
+                },
+                stdin = &mut detached => break Some(stdin),
             }
         };
-        tokio::join!(finish, relay);
+        match kept {
+            // Its output still has to be read, or the process blocks on a full pipe.
+            Some(stdin) => {
+                tokio::spawn(async move {
+                    let drain = async { while rx.recv().await.is_some() {} };
+                    let _ = tokio::join!(finish, drain);
+                    drop(stdin);
+                });
+            }
+            None => {
+                let _ = finish.await;
+            }
+        }
         let _ = writer.flush().await;
         let _ = writer.shutdown().await;
         if let Some(input) = input {
@@ -214,7 +236,7 @@ fn inspect_json(exec: &Exec) -> Value {
         "OpenStdout": exec.attach_stdout,
         "CanRemove": false,
         "ContainerID": exec.container,
-        "DetachKeys": "",
+        "DetachKeys": exec.detach_keys,
         "Pid": 0,
     })
 }

@@ -164,6 +164,32 @@ pub(super) async fn pull(state: &Arc<State>, reference: String, headers: &Header
     Ok(resp)
 }
 
+/// `GET /distribution/{name}/json`: the manifest a name resolves to in its registry and the
+/// platforms it offers, without pulling (docker-py's `inspect_distribution`).
+pub(super) async fn distribution(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, Error> {
+    let Some(name) = rest.strip_suffix("/json").filter(|n| !n.is_empty()) else {
+        return Err(Error::NotImplemented {
+            method: "GET".to_owned(),
+            path: format!("/distribution/{rest}"),
+        });
+    };
+    let creds = credentials(&headers);
+    let resolved = berth_image::resolve(name, &options(&state), creds.as_ref()).await?;
+    let d = resolved.distribution().await?;
+    Ok(axum::Json(json!({
+        "Descriptor": {
+            "mediaType": d.descriptor.media_type,
+            "digest": d.descriptor.digest.to_string(),
+            "size": d.descriptor.size,
+        },
+        "Platforms": d.platforms,
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,30 +236,4 @@ mod tests {
         assert_eq!(repository(&format!("busybox@{d}")), "busybox");
         assert_eq!(repository("127.0.0.1:5000/sl6/wn"), "127.0.0.1:5000/sl6/wn");
     }
-}
-
-/// `GET /distribution/{name}/json`: the manifest a name resolves to in its registry and the
-/// platforms it offers, without pulling (docker-py's `inspect_distribution`).
-pub(super) async fn distribution(
-    axum::extract::State(state): axum::extract::State<Arc<State>>,
-    axum::extract::Path(rest): axum::extract::Path<String>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, Error> {
-    let Some(name) = rest.strip_suffix("/json").filter(|n| !n.is_empty()) else {
-        return Err(Error::NotImplemented {
-            method: "GET".to_owned(),
-            path: format!("/distribution/{rest}"),
-        });
-    };
-    let creds = credentials(&headers);
-    let resolved = berth_image::resolve(name, &options(&state), creds.as_ref()).await?;
-    let d = resolved.distribution().await?;
-    Ok(axum::Json(json!({
-        "Descriptor": {
-            "mediaType": d.descriptor.media_type,
-            "digest": d.descriptor.digest.to_string(),
-            "size": d.descriptor.size,
-        },
-        "Platforms": d.platforms,
-    })))
 }

@@ -373,6 +373,93 @@ fn parse_timestamp(name: &'static str, value: &str) -> Result<SystemTime, Error>
     Ok(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
+/// The parts `GET /system/df?type=` can be asked for.
+const DF_TYPES: [&str; 4] = ["container", "image", "volume", "build-cache"];
+
+/// `GET /system/df?type=`: what images, containers and volumes take on disk, as `docker system
+/// df` and docker-py's `df()` read it. Without `type` every part is there; with it, only
+/// those named. Berth builds no images, so the build cache is always empty.
+pub(super) async fn df(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
+    let q = Query::new(raw);
+    let types = q.all("type");
+    if let Some(bad) = types.iter().find(|t| !DF_TYPES.contains(&t.as_str())) {
+        return Err(Error::InvalidQuery {
+            name: "type",
+            value: bad.clone(),
+            reason: "expected container, image, volume or build-cache",
+        });
+    }
+    let wanted = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
+    let (images, containers, volumes) = (wanted("image"), wanted("container"), wanted("volume"));
+    let build_cache = wanted("build-cache");
+    let usage = tokio::task::spawn_blocking(move || disk_usage(&state, images, containers, volumes))
+        .await
+        .expect("measuring disk use does not panic")?;
+    let mut out = usage;
+    if build_cache {
+        out["BuildCache"] = json!([]);
+    }
+    Ok(Json(out))
+}
+
+fn disk_usage(state: &State, images: bool, containers: bool, volumes: bool) -> Result<Value, Error> {
+    let mut out = json!({});
+    let records: Vec<_> = state.containers.all().iter().map(|e| e.record()).collect();
+    if images {
+        let all = state.images.images()?;
+        // Layers are shared by chain ID (the snapshot key): one counted once in `LayersSize`,
+        // and in an image's `SharedSize` when another image has it too.
+        let mut users: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        for image in &all {
+            for (chain, layer) in image.record.chain_ids().iter().zip(&image.record.layers) {
+                users.entry(chain.to_string()).or_insert((layer.diff_size, 0)).1 += 1;
+            }
+        }
+        let mut rows = Vec::new();
+        for image in &all {
+            let id = image.record.id.to_string();
+            let shared: u64 = image
+                .record
+                .chain_ids()
+                .iter()
+                .filter_map(|c| users.get(&c.to_string()))
+                .filter(|(_, n)| *n > 1)
+                .map(|(size, _)| size)
+                .sum();
+            let mut row = super::images::summary(image, image.familiar_tags(), image.repo_digests());
+            row["SharedSize"] = json!(shared);
+            row["Containers"] = json!(records.iter().filter(|r| r.image_id == id).count());
+            rows.push(row);
+        }
+        out["LayersSize"] = json!(users.values().map(|(size, _)| size).sum::<u64>());
+        out["Images"] = Value::Array(rows);
+    }
+    if containers {
+        let rows = records
+            .iter()
+            .map(|r| super::containers::summary(&state.containers, r))
+            .collect();
+        out["Containers"] = Value::Array(super::containers::with_sizes(state, rows));
+    }
+    if volumes {
+        let store = state.containers.volumes();
+        let rows: Vec<Value> = store
+            .list()
+            .into_iter()
+            .map(|v| {
+                let mut row = store.to_json(&v);
+                row["UsageData"] = json!({
+                    "Size": store.size(&v.name),
+                    "RefCount": store.users(&v.name).len(),
+                });
+                row
+            })
+            .collect();
+        out["Volumes"] = Value::Array(rows);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{call, test_state};
@@ -585,91 +672,4 @@ mod tests {
         assert!(body.is_empty());
         assert_eq!(state.event_listeners.load(Ordering::Relaxed), 0);
     }
-}
-
-/// The parts `GET /system/df?type=` can be asked for.
-const DF_TYPES: [&str; 4] = ["container", "image", "volume", "build-cache"];
-
-/// `GET /system/df?type=`: what images, containers and volumes take on disk, as `docker system
-/// df` and docker-py's `df()` read it. Without `type` every part is there; with it, only
-/// those named. Berth builds no images, so the build cache is always empty.
-pub(super) async fn df(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
-    let q = Query::new(raw);
-    let types = q.all("type");
-    if let Some(bad) = types.iter().find(|t| !DF_TYPES.contains(&t.as_str())) {
-        return Err(Error::InvalidQuery {
-            name: "type",
-            value: bad.clone(),
-            reason: "expected container, image, volume or build-cache",
-        });
-    }
-    let wanted = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
-    let (images, containers, volumes) = (wanted("image"), wanted("container"), wanted("volume"));
-    let build_cache = wanted("build-cache");
-    let usage = tokio::task::spawn_blocking(move || disk_usage(&state, images, containers, volumes))
-        .await
-        .expect("measuring disk use does not panic")?;
-    let mut out = usage;
-    if build_cache {
-        out["BuildCache"] = json!([]);
-    }
-    Ok(Json(out))
-}
-
-fn disk_usage(state: &State, images: bool, containers: bool, volumes: bool) -> Result<Value, Error> {
-    let mut out = json!({});
-    let records: Vec<_> = state.containers.all().iter().map(|e| e.record()).collect();
-    if images {
-        let all = state.images.images()?;
-        // Layers are shared by chain ID (the snapshot key): one counted once in `LayersSize`,
-        // and in an image's `SharedSize` when another image has it too.
-        let mut users: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-        for image in &all {
-            for (chain, layer) in image.record.chain_ids().iter().zip(&image.record.layers) {
-                users.entry(chain.to_string()).or_insert((layer.diff_size, 0)).1 += 1;
-            }
-        }
-        let mut rows = Vec::new();
-        for image in &all {
-            let id = image.record.id.to_string();
-            let shared: u64 = image
-                .record
-                .chain_ids()
-                .iter()
-                .filter_map(|c| users.get(&c.to_string()))
-                .filter(|(_, n)| *n > 1)
-                .map(|(size, _)| size)
-                .sum();
-            let mut row = super::images::summary(image, image.familiar_tags(), image.repo_digests());
-            row["SharedSize"] = json!(shared);
-            row["Containers"] = json!(records.iter().filter(|r| r.image_id == id).count());
-            rows.push(row);
-        }
-        out["LayersSize"] = json!(users.values().map(|(size, _)| size).sum::<u64>());
-        out["Images"] = Value::Array(rows);
-    }
-    if containers {
-        let rows = records
-            .iter()
-            .map(|r| super::containers::summary(&state.containers, r))
-            .collect();
-        out["Containers"] = Value::Array(super::containers::with_sizes(state, rows));
-    }
-    if volumes {
-        let store = state.containers.volumes();
-        let rows: Vec<Value> = store
-            .list()
-            .into_iter()
-            .map(|v| {
-                let mut row = store.to_json(&v);
-                row["UsageData"] = json!({
-                    "Size": store.size(&v.name),
-                    "RefCount": store.users(&v.name).len(),
-                });
-                row
-            })
-            .collect();
-        out["Volumes"] = Value::Array(rows);
-    }
-    Ok(out)
 }

@@ -302,6 +302,8 @@ pub(crate) struct Exec {
     pub(crate) attach_stdin: bool,
     pub(crate) attach_stdout: bool,
     pub(crate) attach_stderr: bool,
+    /// `DetachKeys` as the exec was created with ("" for the default).
+    pub(crate) detach_keys: String,
     /// (started, running, exit code).
     pub(crate) state: Mutex<(bool, bool, Option<i64>)>,
     /// With a terminal: the write side of its resize FIFO, until the exec ends.
@@ -511,6 +513,7 @@ impl Containers {
             attach_stdin: flag("AttachStdin"),
             attach_stdout: flag("AttachStdout"),
             attach_stderr: flag("AttachStderr"),
+            detach_keys: body.get("DetachKeys").and_then(Value::as_str).unwrap_or("").to_owned(),
             state: Mutex::new((false, false, None)),
         };
         self.execs
