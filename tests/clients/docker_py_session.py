@@ -60,8 +60,13 @@ try:
     raise AssertionError("the image was there before the pull")
 except ImageNotFound:
     pass
+# What the registry holds, without pulling (inspect_distribution): the manifest and platform.
+dist = c.api.inspect_distribution(image, auth_config={"username": "site", "password": "secret"})
+assert dist["Descriptor"]["digest"].startswith("sha256:"), dist
+assert dist["Platforms"][0]["os"] == "linux", dist
 img = c.images.pull(f"{reg}/site/busybox", tag="1")
 assert image in img.tags, img.tags
+assert dist["Descriptor"]["digest"] in " ".join(img.attrs["RepoDigests"]), (dist, img.attrs["RepoDigests"])
 summary["image_id"] = img.id
 assert c.images.get(image).id == img.id
 assert any(h["Id"] for h in img.history())
@@ -132,6 +137,13 @@ assert stat["size"] == 5, stat
 committed = ct.commit(repository=f"pycommit{tag}", tag="1", message="from docker-py", author="site", changes=["ENV B=2"])
 assert c.containers.run(committed.id, ["sh", "-c", "echo $B; cat /made-here"], remove=True) == b"2\ndata\n"
 summary["commit"] = committed.id
+
+# Disk use: the container's own layer, the image, shared layers counted once.
+df = c.df()
+mine = [x for x in df["Containers"] if x["Id"] == ct.id]
+assert mine and mine[0]["SizeRw"] >= 5, mine
+assert any(i["Id"] == img.id and i["Containers"] >= 1 for i in df["Images"]), df["Images"]
+assert df["LayersSize"] >= img.attrs["Size"], df
 
 top = ct.top()
 assert any("sleep" in " ".join(p) for p in top["Processes"]), top
