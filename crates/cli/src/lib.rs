@@ -4,6 +4,7 @@
 
 mod client;
 mod commands;
+mod notify;
 mod printer;
 
 use std::io::IsTerminal;
@@ -135,6 +136,18 @@ enum Command {
     Network(Client<NetworkArgs>),
     /// The daemon's set-up and disk use (`berth system info`, `berth system df`).
     System(Client<SystemArgs>),
+    /// Print a shell completion script: `berth completion bash > /etc/bash_completion.d/berth`.
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for berth and each of its subcommands (berth.1, berth-daemon.1, ...).
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Show the version of this binary and of the daemon, when one answers.
     Version(Client<NoArgs>),
     /// The per-container supervisor the daemon starts (not for direct use).
@@ -157,7 +170,11 @@ impl Command {
     fn host(&mut self) -> Option<String> {
         match self {
             Command::Daemon(args) => args.host.take(),
-            Command::Registry(_) | Command::Shim { .. } | Command::ShimExec { .. } => None,
+            Command::Registry(_)
+            | Command::Shim { .. }
+            | Command::ShimExec { .. }
+            | Command::Completion { .. }
+            | Command::Man { .. } => None,
             Command::Images(c) => c.host.host.take(),
             Command::Pull(c) => c.host.host.take(),
             Command::Push(c) => c.host.host.take(),
@@ -247,6 +264,8 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         Command::System(c) => commands::system::run(c.args.command, client, printer).await,
         Command::Daemon(_)
         | Command::Registry(_)
+        | Command::Completion { .. }
+        | Command::Man { .. }
         | Command::Version(_)
         | Command::Shim { .. }
         | Command::ShimExec { .. } => unreachable!("not a client command"),
@@ -255,6 +274,7 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
 
 /// Runs the `berth` binary.
 pub fn main() -> ExitCode {
+    notify::take_socket_from_env();
     let mut cli = Cli::parse();
     if let Command::Shim { config } = &cli.command {
         // The shim clones (libcontainer): it must stay single-threaded, so no background log
@@ -290,6 +310,12 @@ pub fn main() -> ExitCode {
             "-H/--host names the daemon's socket; `berth registry` does not use a daemon (its address is --addr)"
         )),
         Command::Daemon(args) => commands::daemon::run(*args, host),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => write_man_pages(&dir, &printer),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
         Command::Shim { .. } | Command::ShimExec { .. } => unreachable!("handled above"),
         Command::Version(_) => client_command(|_| async {
@@ -313,6 +339,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `berth man --dir DIR`: one page per command that is not hidden.
+fn write_man_pages(dir: &std::path::Path, printer: &printer::Printer) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir).with_context(|| format!("failed to write man pages to {}", dir.display()))?;
+    let count = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "1"))
+                .count()
+        })
+        .unwrap_or(0);
+    printer.note(&format!("{count} man pages in {}", dir.display()));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct Config {
     pub exec_root: PathBuf,
     /// The daemon's pid file (default: `<exec-root>/berth.pid`).
     pub pidfile: Option<PathBuf>,
+    /// `-G/--group`: the group the API socket belongs to (mode 0660). Default `berth`,
+    /// used when it exists; a group named explicitly must exist.
+    pub group: Option<String>,
     /// Registries reached over plain HTTP or with unverified TLS: `HOST:PORT` or a CIDR.
     #[serde(alias = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -79,6 +82,7 @@ impl Default for Config {
             data_root: PathBuf::from(DEFAULT_DATA_ROOT),
             exec_root: PathBuf::from(DEFAULT_EXEC_ROOT),
             pidfile: None,
+            group: None,
             insecure_registries: Vec::new(),
             registry_mirrors: Vec::new(),
             add_registries: Vec::new(),

@@ -63,6 +63,7 @@ impl Daemon {
     pub async fn bind(config: Config) -> Result<Daemon> {
         let config = config.resolve()?;
         let socket = config.socket_path()?;
+        let group = socket_group(config.group.as_deref())?;
         let pidfile = config.pidfile_path();
         mkdir(&config.data_root, 0o711)?;
         mkdir(&config.exec_root, 0o700)?;
@@ -88,7 +89,7 @@ impl Daemon {
             defaults,
             |events| crate::networks::Networks::open(&config, events),
         )?);
-        let (listener, socket) = bind_socket(&socket)?;
+        let (listener, socket) = bind_socket(&socket, group)?;
         Ok(Daemon {
             listener,
             socket,
@@ -109,6 +110,12 @@ impl Daemon {
     /// Serves the API until `shutdown` resolves, then ends long-lived streams, lets open
     /// requests finish (for 10 s at most), and removes the socket and the pid file.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.run_notifying(shutdown, |_| {}).await
+    }
+
+    /// [`run`](Self::run), calling `ready` with a status line once running containers are
+    /// adopted and requests are served (systemd's `READY=1`).
+    pub async fn run_notifying(self, shutdown: impl Future<Output = ()>, ready: impl FnOnce(&str)) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         // Containers keep running while no daemon runs (their shims outlive it): adopt them
         // before the first request.
@@ -130,6 +137,11 @@ impl Daemon {
             pid = std::process::id(),
             "daemon listening"
         );
+        let (_, running, ..) = self.containers.counts();
+        ready(&format!(
+            "serving the Docker Engine API on {}; {running} containers",
+            self.socket_path().display()
+        ));
         let mut conns = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -304,10 +316,36 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
+/// The socket's group: the one named with `-G`, which must exist, or `berth` when it
+/// exists (else the socket keeps the daemon's group, root's when run as root), as dockerd
+/// does with `docker`.
+fn socket_group(named: Option<&str>) -> Result<Option<nix::unistd::Group>> {
+    let name = named.unwrap_or(DEFAULT_GROUP);
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g)),
+        Ok(None) if named.is_some() => Err(Error::NoSuchGroup { name: name.to_owned() }),
+        Ok(None) => {
+            tracing::warn!(
+                "group {DEFAULT_GROUP} does not exist: the API socket is root's only (mode 0660); create the group or pass -G"
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(group = name, error = %e, "failed to look up the socket's group");
+            match named {
+                Some(n) => Err(Error::NoSuchGroup { name: n.to_owned() }),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// The group the API socket gets when it exists and `-G` names none.
+const DEFAULT_GROUP: &str = "berth";
+
 /// Removes a stale socket (nobody accepts on it), refuses a live one or a non-socket, then
-/// binds with mode 0660 and group `berth` when that group exists (else the daemon's group,
-/// root's when run as root).
-fn bind_socket(path: &Path) -> Result<(UnixListener, RemoveOnDrop)> {
+/// binds with mode 0660 and the group [`socket_group`] chose.
+fn bind_socket(path: &Path, group: Option<nix::unistd::Group>) -> Result<(UnixListener, RemoveOnDrop)> {
     if let Some(dir) = path.parent() {
         mkdir(dir, 0o755)?;
     }
@@ -334,14 +372,12 @@ fn bind_socket(path: &Path) -> Result<(UnixListener, RemoveOnDrop)> {
     let listener = UnixListener::bind(path).map_err(io("bind", path))?;
     let guard = RemoveOnDrop(path.to_path_buf());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod", path))?;
-    match nix::unistd::Group::from_name("berth") {
-        Ok(Some(group)) => {
-            if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
-                tracing::warn!(socket = %path.display(), error = %e, "failed to give the socket to group berth");
-            }
-        }
-        Ok(None) => tracing::debug!("no group berth: the socket keeps the daemon's group"),
-        Err(e) => tracing::warn!(error = %e, "failed to look up group berth"),
+    if let Some(group) = group {
+        nix::unistd::chown(path, None, Some(group.gid)).map_err(|e| Error::Io {
+            op: "give the socket to its group",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
     }
     Ok((listener, guard))
 }

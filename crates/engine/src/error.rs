@@ -20,6 +20,10 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
     #[error("invalid host {host:?}: only unix://ABSOLUTE_PATH is supported")]
     InvalidHost { host: String },
+    #[error(
+        "socket group {name:?} does not exist; create it (groupadd --system {name}) or pass another with -G/--group"
+    )]
+    NoSuchGroup { name: String },
     #[error("invalid {flag} {value:?}: {reason}")]
     InvalidRegistry {
         flag: &'static str,
@@ -175,6 +179,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Internal,
             Error::Config { .. }
             | Error::InvalidHost { .. }
+            | Error::NoSuchGroup { .. }
             | Error::InvalidRegistry { .. }
             | Error::ApiVersionTooNew { .. }
             | Error::ApiVersionTooOld { .. }

@@ -24,6 +24,9 @@ pub(crate) struct DaemonArgs {
     /// Pid file [default: <exec-root>/berth.pid].
     #[arg(short = 'p', long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Group of the API socket (mode 0660) [default: berth, when it exists].
+    #[arg(short = 'G', long, value_name = "GROUP")]
+    group: Option<String>,
     /// Registry reached over plain HTTP or unverified TLS (HOST:PORT or CIDR); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
@@ -94,6 +97,9 @@ impl DaemonArgs {
         if self.pidfile.is_some() {
             c.pidfile = self.pidfile;
         }
+        if self.group.is_some() {
+            c.group = self.group;
+        }
         if self.tmpdir.is_some() {
             c.tmpdir = self.tmpdir;
         }
@@ -160,7 +166,14 @@ pub(crate) fn run(args: DaemonArgs, host: Option<String>) -> anyhow::Result<()> 
                 data_root.display()
             )
         })?;
-        daemon.run(shutdown).await.context("daemon failed")
+        let shutdown = async {
+            shutdown.await;
+            crate::notify::stopping();
+        };
+        daemon
+            .run_notifying(shutdown, crate::notify::ready)
+            .await
+            .context("daemon failed")
     })
 }
 

@@ -149,7 +149,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(c)
             .await
             .with_context(|| format!("failed to start the registry on {addr} with storage {}", root.display()))?;
-        server.run(shutdown_signal()).await.context("registry failed")
+        crate::notify::ready(&format!("serving the registry on {}", server.local_addr()));
+        let shutdown = async {
+            shutdown_signal().await;
+            crate::notify::stopping();
+        };
+        server.run(shutdown).await.context("registry failed")
     })
 }
 
