@@ -232,6 +232,14 @@ fn disk_use_sizes_and_prune_filters() {
     assert!(out.stdout.contains("untagged: seeded:1"), "{out}");
 
     daemon.docker_ok(&["rm", "-f", "writer", "t2"]);
+    // `docker system prune` prunes containers, networks, images and the build cache (Berth
+    // has none: nothing to remove).
+    daemon.docker_ok(&["network", "create", "unused"]);
+    let out = daemon.docker_ok(&["system", "prune", "-f"]);
+    println!("$ docker system prune -f\n{}", out.stdout);
+    assert!(out.stdout.contains("Deleted Networks:\nunused"), "{out}");
+    let out = daemon.docker_ok(&["builder", "prune", "-f"]);
+    assert!(out.stdout.contains("Total reclaimed space: 0B"), "{out}");
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
 }

@@ -91,6 +91,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/info", get(system::info))
         .route("/events", get(system::events))
         .route("/system/df", get(system::df))
+        .route("/build/prune", post(system::build_prune))
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))
         .route("/containers/prune", post(containers::prune))

@@ -373,6 +373,25 @@ fn parse_timestamp(name: &'static str, value: &str) -> Result<SystemTime, Error>
     Ok(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
+/// `POST /build/prune`: Berth builds no images, so it has no build cache; the answer says
+/// nothing was removed (`docker system prune` and `docker builder prune` call it).
+pub(super) async fn build_prune(RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
+    let q = Query::new(raw);
+    q.filters(&[
+        "until",
+        "label",
+        "label!",
+        "type",
+        "id",
+        "parent",
+        "inuse",
+        "shared",
+        "private",
+        "unused-for",
+    ])?;
+    Ok(Json(json!({ "CachesDeleted": null, "SpaceReclaimed": 0 })))
+}
+
 /// The parts `GET /system/df?type=` can be asked for.
 const DF_TYPES: [&str; 4] = ["container", "image", "volume", "build-cache"];
 
