@@ -333,6 +333,27 @@ fn site_bridge_static_addresses_names_and_published_ports() {
         assert!(port.contains("80/tcp -> 0.0.0.0:8080"), "{port}");
         let ps = text(&daemon.docker_ok(&["ps", "--filter", "name=srv", "--format", "{{.Ports}}"]));
         assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+        // ps filters: publish= is the host's port, expose= the container's.
+        for (filter, want) in [
+            ("publish=8080", "srv"),
+            ("publish=8000-8090/tcp", "srv"),
+            ("expose=80", "srv"),
+            ("publish=80", ""),
+            ("publish=8080/udp", ""),
+        ] {
+            let ps = text(&daemon.docker_ok(&[
+                "ps",
+                "--filter",
+                filter,
+                "--filter",
+                "name=srv",
+                "--format",
+                "{{.Names}}",
+            ]));
+            assert_eq!(ps.trim(), want, "--filter {filter}");
+        }
+        let out = daemon.docker(&["ps", "--filter", "publish=http"]);
+        assert!(!out.status.success() && out.stderr.contains("PORT[/PROTO]"), "{out}");
         // -P picks a free port; host_binding_ipv4 is the default address of subnet1's.
         daemon.docker_ok(&[
             "run",

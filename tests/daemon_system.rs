@@ -137,6 +137,44 @@ fn disk_use_sizes_and_prune_filters() {
     assert_eq!(vol["UsageData"], json!({"Size": 1_048_576, "RefCount": 1}), "{vol}");
     assert_eq!(df["BuildCache"], json!([]));
 
+    // The image list's shared sizes and its filters by age.
+    let list = api_json(&daemon, "/v1.45/images/json?shared-size=1");
+    assert_eq!(find(&list, "RepoTags", "seeded:1")["SharedSize"], base_size, "{list}");
+    let names = |filter: &str| -> String {
+        daemon
+            .docker_ok(&["images", "--filter", filter, "--format", "{{.Repository}}"])
+            .stdout
+    };
+    assert_eq!(names("before=seeded:1").trim(), "busybox");
+    assert_eq!(names("since=busybox").trim(), "seeded");
+    assert_eq!(names("until=2000-01-01").trim(), "", "both images are newer");
+    assert_eq!(names("until=1h").trim(), "busybox", "only the old one is an hour old");
+    let out = daemon.docker(&["images", "--filter", "since=nothing:here"]);
+    assert!(!out.status.success() && out.stderr.contains("nothing:here"), "{out}");
+    // ps filters that name what no container here is.
+    let ps = daemon.docker_ok(&["ps", "-a", "--filter", "is-task=true", "-q"]).stdout;
+    assert!(ps.trim().is_empty(), "{ps}");
+    let ps = daemon
+        .docker_ok(&["ps", "-a", "--filter", "is-task=false", "--format", "{{.Names}}"])
+        .stdout;
+    assert!(ps.contains("writer") && ps.contains("holder"), "{ps}");
+    daemon.docker_ok(&[
+        "create",
+        "--name",
+        "exposer",
+        "--expose",
+        "7000-7001/udp",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let ps = daemon
+        .docker_ok(&["ps", "-a", "--filter", "expose=7001/udp", "--format", "{{.Names}}"])
+        .stdout;
+    assert_eq!(ps.trim(), "exposer");
+    daemon.docker_ok(&["rm", "exposer"]);
+
     // Only the parts asked for; an unknown part is refused.
     let only = api_json(&daemon, "/v1.45/system/df?type=volume");
     assert!(

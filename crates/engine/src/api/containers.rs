@@ -422,8 +422,31 @@ pub(super) fn summary(c: &crate::containers::Containers, r: &Record) -> Value {
 pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
     let filters = q.filters(&[
-        "id", "name", "status", "label", "exited", "ancestor", "network", "volume", "before", "since", "health",
+        "id",
+        "name",
+        "status",
+        "label",
+        "exited",
+        "ancestor",
+        "network",
+        "volume",
+        "before",
+        "since",
+        "health",
+        "publish",
+        "expose",
+        "is-task",
+        "isolation",
     ])?;
+    for key in ["publish", "expose"] {
+        for v in filters.get(key).into_iter().flatten() {
+            port_range(v).ok_or_else(|| Error::InvalidQuery {
+                name: "filters",
+                value: format!("{key}={v}"),
+                reason: "expected PORT[/PROTO] or START-END[/PROTO]",
+            })?;
+        }
+    }
     let limit: i64 = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(-1);
     let all = q.flag("all") || limit > 0 || filters.contains_key("status") || filters.contains_key("exited");
     let mut records: Vec<Record> = state.containers.all().iter().map(|e| e.record()).collect();
@@ -519,9 +542,36 @@ fn matches_filters(
                     .any(|m| m.volume == *v || m.source == *v || m.destination == *v),
                 "before" | "since" => true,
                 "health" => containers.health_of(&r.id).unwrap_or("none") == v,
+                // No container is a swarm task.
+                "is-task" => matches!(v.as_str(), "false" | "0"),
+                "isolation" => r.host_config.get("Isolation").and_then(Value::as_str).unwrap_or("") == v,
+                // moby's: a published (host) port, or an exposed (container) port, in range.
+                "publish" | "expose" => {
+                    let key = if name == "publish" { "PublicPort" } else { "PrivatePort" };
+                    let Some((start, end, proto)) = port_range(v) else {
+                        return false;
+                    };
+                    containers
+                        .ports_list(r)
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p[key].as_u64().is_some_and(|n| (start..=end).contains(&n)) && p["Type"] == proto)
+                }
                 _ => false,
             })
     })
+}
+
+/// `80`, `80/udp`, `8000-8080/tcp` → (first, last, protocol); tcp when none is given.
+fn port_range(v: &str) -> Option<(u64, u64, &str)> {
+    let (ports, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+    if !["tcp", "udp", "sctp"].contains(&proto) {
+        return None;
+    }
+    let (start, end) = ports.split_once('-').unwrap_or((ports, ports));
+    let (start, end): (u16, u16) = (start.parse().ok()?, end.parse().ok()?);
+    (start <= end).then_some((start.into(), end.into(), proto))
 }
 
 /// `GET /containers/{id}/json` (docker's `container.InspectResponse`).

@@ -141,7 +141,7 @@ fn labels(image: &Image) -> BTreeMap<String, String> {
 /// `GET /images/json`.
 pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuery) -> Result<Json<Value>, Error> {
     let q = Query::new(raw);
-    let filters = q.filters(&["reference", "dangling", "label"])?;
+    let filters = q.filters(&["reference", "dangling", "label", "before", "since", "until"])?;
     let dangling = match filters.get("dangling").map(|v| v.as_slice()) {
         None | Some([]) => None,
         Some([v]) if v.eq_ignore_ascii_case("true") || v == "1" => Some(true),
@@ -154,13 +154,33 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
             });
         }
     };
+    // `before`/`since` name images; what they compare is creation times, as dockerd does.
+    let created_of = |key: &str| -> Result<Option<i64>, Error> {
+        match filters.get(key).and_then(|v| v.first()) {
+            Some(name) => Ok(Some(state.images.get(name)?.record.created)),
+            None => Ok(None),
+        }
+    };
+    let (before, since) = (created_of("before")?, created_of("since")?);
+    let until = match filters.get("until").and_then(|v| v.first()) {
+        Some(u) => Some(super::prune::until(u, super::prune::now())?),
+        None => None,
+    };
     let images = state.images.clone();
     let mut all = tokio::task::spawn_blocking(move || images.images())
         .await
         .expect("image listing does not panic")?;
     all.sort_by_key(|i| std::cmp::Reverse(i.record.created));
+    let shared = q.flag("shared-size").then(|| layer_sharing(&all).0);
     let mut out = Vec::new();
     for image in all {
+        let created = image.record.created;
+        if before.is_some_and(|b| created >= b)
+            || since.is_some_and(|s| created <= s)
+            || until.is_some_and(|u| created as f64 >= u)
+        {
+            continue;
+        }
         let mut tags = image.familiar_tags();
         let mut digests = image.repo_digests();
         // Dangling: no reference at all. A digest reference alone (a pull by digest) keeps
@@ -187,9 +207,40 @@ pub(super) async fn list(StateExtractor(state): AppState, RawQuery(raw): RawQuer
                 continue;
             }
         }
-        out.push(summary(&image, tags, digests));
+        let mut row = summary(&image, tags, digests);
+        if let Some(shared) = &shared {
+            row["SharedSize"] = json!(shared.get(&image.record.id.to_string()).copied().unwrap_or(0));
+        }
+        out.push(row);
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// Per image, the bytes of its layers that another image has too (`SharedSize`), and the
+/// bytes of all layers, each counted once (`LayersSize`). Layers are told apart by chain ID,
+/// as snapshots are.
+pub(super) fn layer_sharing(all: &[Image]) -> (BTreeMap<String, u64>, u64) {
+    let mut users: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for image in all {
+        for (chain, layer) in image.record.chain_ids().iter().zip(&image.record.layers) {
+            users.entry(chain.to_string()).or_insert((layer.diff_size, 0)).1 += 1;
+        }
+    }
+    let shared = all
+        .iter()
+        .map(|image| {
+            let bytes = image
+                .record
+                .chain_ids()
+                .iter()
+                .filter_map(|c| users.get(&c.to_string()))
+                .filter(|(_, n)| *n > 1)
+                .map(|(size, _)| size)
+                .sum();
+            (image.record.id.to_string(), bytes)
+        })
+        .collect();
+    (shared, users.values().map(|(size, _)| size).sum())
 }
 
 /// dockerd's `ImageSummary`; `SharedSize` and `Containers` are -1 (not counted) as in

@@ -426,31 +426,16 @@ fn disk_usage(state: &State, images: bool, containers: bool, volumes: bool) -> R
     let records: Vec<_> = state.containers.all().iter().map(|e| e.record()).collect();
     if images {
         let all = state.images.images()?;
-        // Layers are shared by chain ID (the snapshot key): one counted once in `LayersSize`,
-        // and in an image's `SharedSize` when another image has it too.
-        let mut users: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-        for image in &all {
-            for (chain, layer) in image.record.chain_ids().iter().zip(&image.record.layers) {
-                users.entry(chain.to_string()).or_insert((layer.diff_size, 0)).1 += 1;
-            }
-        }
+        let (shared, layers_size) = super::images::layer_sharing(&all);
         let mut rows = Vec::new();
         for image in &all {
             let id = image.record.id.to_string();
-            let shared: u64 = image
-                .record
-                .chain_ids()
-                .iter()
-                .filter_map(|c| users.get(&c.to_string()))
-                .filter(|(_, n)| *n > 1)
-                .map(|(size, _)| size)
-                .sum();
             let mut row = super::images::summary(image, image.familiar_tags(), image.repo_digests());
-            row["SharedSize"] = json!(shared);
+            row["SharedSize"] = json!(shared.get(&id).copied().unwrap_or(0));
             row["Containers"] = json!(records.iter().filter(|r| r.image_id == id).count());
             rows.push(row);
         }
-        out["LayersSize"] = json!(users.values().map(|(size, _)| size).sum::<u64>());
+        out["LayersSize"] = json!(layers_size);
         out["Images"] = Value::Array(rows);
     }
     if containers {
