@@ -93,6 +93,11 @@ fn daemon_named(dir: &Path, name: &str, extra: &[&str]) -> (ContainerCleanup, Da
     (cleanup, daemon)
 }
 
+/// Docker's default capability set as `/proc/<pid>/status` prints it: CHOWN, DAC_OVERRIDE,
+/// FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD,
+/// AUDIT_WRITE, SETFCAP.
+const DEFAULT_CAPS: &str = "00000000a80425fb";
+
 fn cgroup_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
@@ -115,6 +120,13 @@ fn seccomp_and_security_opts() {
     assert_eq!(status_field(&out, "Seccomp"), "2", "{out}");
     assert_eq!(status_field(&out, "NoNewPrivs"), "0", "{out}");
     assert!(out.contains("piped\n"), "{out}");
+    // Docker's default capability set, nothing more: the daemon's precompiled filter grants
+    // CAP_SYS_ADMIN only for the moment it loads it, and drops it again before the command.
+    for key in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(status_field(&out, key), DEFAULT_CAPS, "{key}: {out}");
+    }
+    assert_eq!(status_field(&out, "CapInh"), "0000000000000000", "{out}");
+    assert_eq!(status_field(&out, "CapAmb"), "0000000000000000", "{out}");
     assert!(
         out.contains("Operation not permitted") && out.contains("unshare=1"),
         "{out}"
@@ -137,6 +149,18 @@ fn seccomp_and_security_opts() {
         "grep Seccomp: /proc/self/status; busybox unshare -U true; echo unshare=$?",
     );
     assert!(out.contains("Seccomp:\t2") && out.contains("unshare=0"), "{out}");
+    // Dropping everything leaves nothing, also the capabilities the filter's loading needs.
+    let out = run_ok(
+        &daemon,
+        &["--cap-drop", "ALL", "--user", "1000"],
+        "cat /proc/self/status",
+    );
+    assert_eq!(status_field(&out, "Seccomp"), "2", "{out}");
+    for key in ["CapPrm", "CapEff", "CapBnd", "CapInh", "CapAmb"] {
+        assert_eq!(status_field(&out, key), "0000000000000000", "{key}: {out}");
+    }
+    let out = run_ok(&daemon, &["--cap-drop", "SETPCAP"], "cat /proc/self/status");
+    assert_eq!(status_field(&out, "CapBnd"), "00000000a80424fb", "{out}");
     // --privileged: no filter.
     let out = run_ok(&daemon, &["--privileged"], "grep Seccomp: /proc/self/status");
     assert!(out.contains("Seccomp:\t0"), "{out}");
@@ -179,6 +203,23 @@ fn seccomp_and_security_opts() {
         !out.status.success() && out.stderr.contains("Permission denied"),
         "{out}"
     );
+    // With a terminal too, and with the container's capabilities, no more.
+    let out = daemon.docker(&["exec", "-t", "filtered", "mkdir", "/tmp/e"]);
+    assert!(
+        !out.status.success() && out.stdout.contains("Permission denied"),
+        "{out}"
+    );
+    for tty in [&[][..], &["-t"]] {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(tty);
+        args.extend(["filtered", "cat", "/proc/self/status"]);
+        let out = daemon.docker_ok(&args).stdout.replace('\r', "");
+        assert_eq!(status_field(&out, "Seccomp"), "2", "{tty:?}: {out}");
+        assert_eq!(status_field(&out, "NoNewPrivs"), "0", "{tty:?}: {out}");
+        for key in ["CapPrm", "CapEff", "CapBnd"] {
+            assert_eq!(status_field(&out, key), DEFAULT_CAPS, "{tty:?} {key}: {out}");
+        }
+    }
     let security_opt = inspect(&daemon, "filtered")["HostConfig"]["SecurityOpt"].clone();
     assert!(
         security_opt[0].as_str().is_some_and(|s| s.starts_with("seccomp={")),

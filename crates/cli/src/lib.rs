@@ -201,22 +201,25 @@ impl Command {
     }
 }
 
-/// Logs go to stderr from a background thread through a buffer that is flushed whenever the
-/// queue runs empty: a busy server writes its access log in large writes, an idle one at
-/// once. The guard flushes what is left when `main` returns.
-fn init_logging(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr. A server (`daemon`, `registry serve`) writes them from a background
+/// thread through a buffer that is flushed whenever the queue runs empty: a busy server
+/// writes its access log in large writes, an idle one at once; the guard flushes what is left
+/// when `main` returns. A client command writes them itself: the background writer's queue
+/// (4 MB, zeroed at start) would cost a short command about 2 ms.
+fn init_logging(level: &str, server: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os(env_vars::NO_COLOR).is_none();
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    if !server {
+        logger.with_writer(std::io::stderr).init();
+        return None;
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::with_capacity(64 << 10, std::io::stderr()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .init();
-    guard
+    logger.with_writer(writer).init();
+    Some(guard)
 }
 
 /// Runs a client command on a single-threaded runtime.
@@ -301,7 +304,8 @@ pub fn main() -> ExitCode {
         }
         return ExitCode::from(berth_runtime::exec_main(config).clamp(0, 255) as u8);
     }
-    let _log_guard = init_logging(&cli.log_level);
+    let server = matches!(cli.command, Command::Daemon(_) | Command::Registry(_));
+    let _log_guard = init_logging(&cli.log_level, server);
     let printer = printer::Printer::new();
     // After the command name wins over before it, as the later flag does in docker.
     let host = cli.command.host().or(cli.host.take());

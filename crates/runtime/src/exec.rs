@@ -39,41 +39,6 @@ pub struct ExecConfig {
     pub resize_fifo: Option<PathBuf>,
 }
 
-/// Loads the container's seccomp filter right before the command is executed: libcontainer
-/// 0.7.0's tenant builder drops `linux.seccomp` from the spec of an exec, which would run it
-/// unfiltered. Capabilities are dropped by then, so without CAP_SYS_ADMIN the kernel takes a
-/// filter only with `no_new_privs`. The tenant builder sets that flag anyway when the spec
-/// leaves `noNewPrivileges` unset (as Berth's does, see `spec.rs`), so an exec always runs
-/// with it; runc loads an exec's filter before dropping capabilities and leaves it off.
-#[derive(Clone)]
-struct SeccompExecutor {
-    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
-}
-
-impl libcontainer::workload::Executor for SeccompExecutor {
-    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
-        use libcontainer::workload::ExecutorError;
-        if let Some(seccomp) = &self.seccomp {
-            // CAP_SYS_ADMIN is capability 21.
-            if !has_effective_cap(21) {
-                nix::sys::prctl::set_no_new_privs()
-                    .map_err(|e| ExecutorError::Other(format!("failed to set no_new_privs for seccomp: {e}")))?;
-            }
-            let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
-                .map_err(|e| ExecutorError::Other(format!("failed to load the container's seccomp filter: {e}")))?;
-            if let Some(fd) = notify {
-                // No listener for an exec (as runc without --seccomp-listener).
-                let _ = nix::unistd::close(fd);
-            }
-        }
-        libcontainer::workload::default::get_executor().exec(spec)
-    }
-
-    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        libcontainer::workload::default::get_executor().validate(spec)
-    }
-}
-
 /// Whether capability number `cap` is in this process's effective set.
 pub fn has_effective_cap(cap: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -86,13 +51,21 @@ pub fn has_effective_cap(cap: u32) -> bool {
         .is_some_and(|eff| eff & (1u64 << cap) != 0)
 }
 
-/// The container's seccomp filter, from the bundle its libcontainer state names.
-fn container_seccomp(config: &ExecConfig) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+/// The executor of an exec: the container's seccomp filter, compiled (from the bundle its
+/// libcontainer state names) or, for a bundle written before filters were compiled, its
+/// `linux.seccomp`, which libcontainer 0.7.0's tenant builder would otherwise leave out and
+/// run the exec unfiltered. A compiled filter is loaded as for the container's own process
+/// (CAP_SYS_ADMIN granted for it, no `no_new_privs`, as runc runs an exec); a legacy bundle
+/// leaves `noNewPrivileges` unset, which the tenant builder turns into `true`.
+fn exec_executor(config: &ExecConfig) -> Result<crate::filter::FilterExecutor, String> {
     let container = libcontainer::container::Container::load(config.state_root.join(&config.id))
         .map_err(|e| crate::shim::chain(&e))?;
     let path = container.bundle().join("config.json");
     let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    Ok(crate::filter::FilterExecutor {
+        bpf: crate::filter::read_compiled(spec.annotations().as_ref())?.map(std::sync::Arc::new),
+        legacy: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+    })
 }
 
 /// Resolves `--user` for an exec against the container's root filesystem: (uid, gid).
@@ -141,14 +114,14 @@ pub fn exec_main(config_path: &Path) -> i32 {
         (Ok(i), Ok(o), Ok(e)) => (i, o, e),
         _ => return fail(126, "berth: cannot duplicate stdio".to_owned()),
     };
-    let seccomp = match container_seccomp(&config) {
-        Ok(s) => s,
+    let executor = match exec_executor(&config) {
+        Ok(x) => x,
         Err(e) => return fail(126, format!("OCI runtime exec failed: exec failed: {e}: unknown")),
     };
     let built = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
         .map(|b| {
-            b.with_executor(SeccompExecutor { seccomp })
+            b.with_executor(executor)
                 .with_stdin(i)
                 .with_stdout(o)
                 .with_stderr(e)
@@ -207,12 +180,14 @@ fn exec_tty(config: &ExecConfig, config_path: &Path) -> Result<i32, String> {
         "{}.console",
         config_path.file_stem().and_then(|s| s.to_str()).unwrap_or("exec")
     );
+    let executor = exec_executor(config)?;
     let (listener, socket) =
         crate::shim::console_listener_in(dir, &name).map_err(|e| format!("console socket: {e}"))?;
     let built = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
         .map(|b| {
-            b.with_console_socket(Some(&socket))
+            b.with_executor(executor)
+                .with_console_socket(Some(&socket))
                 .as_tenant()
                 .with_process(Some(&process_path))
                 .with_detach(true)

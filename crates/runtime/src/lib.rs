@@ -12,6 +12,7 @@ mod cgroup_prime;
 mod copy;
 mod error;
 mod exec;
+mod filter;
 mod log;
 mod rootfs;
 mod seccomp;

@@ -138,6 +138,15 @@ fn write_replacing(path: &Path, data: &[u8], sync: bool) -> Result<(), Error> {
     result
 }
 
+/// Makes a file written with [`write_cached`] durable: its data, then its directory entry.
+fn sync_file_and_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The shim's `main`: never returns to a runtime. Returns the shim's exit code.
 pub fn shim_main(config_path: &Path) -> i32 {
     // Own session: no terminal or process-group signal of the daemon reaches us.
@@ -189,6 +198,7 @@ pub fn shim_main(config_path: &Path) -> i32 {
     });
     tracing::debug!(container = %config.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "started");
     let status = supervise(&config, started);
+    tracing::debug!(container = %config.id, "container exited");
     // Read before the cleanup removes the cgroup; the counter is this run's (the cgroup is
     // created anew at every start).
     let oom_killed = Some(config.cgroups_path.as_str())
@@ -204,14 +214,25 @@ pub fn shim_main(config_path: &Path) -> i32 {
     };
     let data = serde_json::to_vec(&record).expect("serialisable");
     let mut code = 0;
-    if let Err(e) = write_atomic(&config.exit_file, &data) {
+    // Written whole (renamed into place) but synced only after the daemon has been told: the
+    // daemon reads it from the page cache, and the sync right after makes it survive a power
+    // loss, which only the record of a container that exited within that millisecond could
+    // miss (the daemon then records exit code 255).
+    let written = write_cached(&config.exit_file, &data);
+    if let Err(e) = &written {
         tracing::error!(container = %config.id, error = %e, "failed to record the exit status");
         code = 1;
     }
+    tracing::debug!(container = %config.id, "exit recorded");
     // Our stdout is the daemon's pipe: closing it tells the daemon the exit is recorded,
     // before the slow part (removing cgroups, unmounting the overlay syncs its upper layer).
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+    if written.is_ok() {
+        if let Err(e) = sync_file_and_dir(&config.exit_file) {
+            tracing::warn!(container = %config.id, error = %e, "failed to sync the exit record");
+        }
     }
     cleanup_state(&config);
     if let Err(e) = crate::rootfs::unmount(&config.rootfs) {
@@ -332,7 +353,13 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     use libcontainer::syscall::syscall::SyscallType;
 
     std::fs::create_dir_all(&config.state_root).map_err(|e| format!("create {}: {e}", config.state_root.display()))?;
+    let annotations = crate::filter::bundle_annotations(&config.bundle)?;
+    let executor = crate::filter::FilterExecutor {
+        bpf: crate::filter::read_compiled(annotations.as_ref())?.map(std::sync::Arc::new),
+        legacy: None,
+    };
     let builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(&config.state_root)
         .map_err(|e| chain(&e))?;
     let mut outputs = Vec::new();
@@ -623,17 +650,23 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             fds.len() - 1
         });
         // After the exit, pipes held open by escaped processes must not keep us forever.
+        // Before the first wake-up that the container outlives by a while, a short timeout:
+        // the memory only the start needed is given back then, so a container that exits
+        // at once (`docker run --rm IMG true`) is not kept waiting for that work.
         let timeout = if exited {
             PollTimeout::from(200u16)
+        } else if !released {
+            PollTimeout::from(100u16)
         } else {
             PollTimeout::NONE
         };
-        if !released {
-            // Everything the start needed is behind us; what the loop needs faults back in.
-            released = true;
-            release_startup_pages();
-        }
         match poll(&mut fds, timeout) {
+            Ok(0) if !exited && !released => {
+                // Everything the start needed is behind us; what the loop needs faults back in.
+                released = true;
+                release_startup_pages();
+                continue;
+            }
             Ok(0) => break,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,

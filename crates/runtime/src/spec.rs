@@ -275,7 +275,8 @@ pub const INIT_PATH_IN_CONTAINER: &str = "/sbin/docker-init";
 /// Users and groups named in `--user` are looked up in the image's `/etc/passwd` and
 /// `/etc/group`; the working directory is created when missing, as dockerd does.
 pub fn write_bundle(spec: &ContainerSpec, bundle: &Path, rootfs: &Path) -> Result<(), Error> {
-    let value = spec_json(spec, rootfs)?;
+    let mut value = spec_json(spec, rootfs)?;
+    crate::filter::precompile(&mut value, bundle, &host_capabilities())?;
     let oci: Spec = serde_json::from_value(value).map_err(|e| Error::Spec { reason: e.to_string() })?;
     let cwd = rootfs.join(spec.cwd.trim_start_matches('/'));
     if !cwd.exists() {

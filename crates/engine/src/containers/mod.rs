@@ -1218,10 +1218,13 @@ impl Containers {
         }
         // A --rm container is deleted next: its exit need not be written (after a crash,
         // `restore` finds it running with its shim gone, reads the exit file and removes it).
+        // Otherwise the page cache is enough: the shim syncs the exit file, so after a power
+        // loss `restore` finds the record still running, the shim gone and the exit file, and
+        // records the exit again; waiters need not wait for a sync.
         let write = if entry.record().settings.auto_remove {
             Write::Skip
         } else {
-            Write::Synced
+            Write::Cached
         };
         let rec = self.update_with(entry, write, |r| {
             r.state.status = "exited".into();
@@ -1585,7 +1588,7 @@ fn restart_delay(count: u64) -> Duration {
 /// How a changed container record reaches the disk.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Write {
-    /// Synced before the call returns: what must survive a power loss (create, stop, exit).
+    /// Synced before the call returns: what must survive a power loss (create, stop).
     Synced,
     /// Left to the page cache: survives a crash of the daemon, not a power loss.
     Cached,
