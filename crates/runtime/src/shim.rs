@@ -147,6 +147,9 @@ fn sync_file_and_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes read from the container's output at a time (a pipe's default capacity).
+const OUTPUT_BUFFER: usize = 64 << 10;
+
 /// The shim's `main`: never returns to a runtime. Returns the shim's exit code.
 pub fn shim_main(config_path: &Path) -> i32 {
     // Own session: no terminal or process-group signal of the daemon reaches us.
@@ -308,7 +311,7 @@ fn release_startup_pages() {
 /// Drops the stack pages below the current frame (minus a margin) that the start's deep
 /// calls dirtied: the stack grows down, so those pages hold nothing live.
 fn trim_stack(smaps: &str) {
-    const MARGIN: usize = 64 * 1024;
+    const MARGIN: usize = 16 * 1024;
     let Some(range) = smaps
         .lines()
         .find(|l| l.ends_with("[stack]"))
@@ -623,7 +626,20 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
     };
     let mut resize_buf = Vec::new();
     let mut exited = pidfd.is_none();
-    let mut buf = vec![0u8; 64 * 1024];
+    // A mapping of its own, whose pages become resident only when output fills them: from
+    // the heap the start left behind, calloc would zero (and so touch) all of it.
+    let mut mapped: memmap2::MmapMut;
+    let mut heap: Vec<u8>;
+    let buf: &mut [u8] = match memmap2::MmapMut::map_anon(OUTPUT_BUFFER) {
+        Ok(m) => {
+            mapped = m;
+            &mut mapped
+        }
+        Err(_) => {
+            heap = vec![0u8; OUTPUT_BUFFER];
+            &mut heap
+        }
+    };
     let mut released = false;
     loop {
         let open: Vec<usize> = (0..streams.len()).filter(|&i| streams[i].0.is_some()).collect();
@@ -653,20 +669,27 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
         // Before the first wake-up that the container outlives by a while, a short timeout:
         // the memory only the start needed is given back then, so a container that exits
         // at once (`docker run --rm IMG true`) is not kept waiting for that work.
-        let timeout = if exited {
+        let mut timeout = if exited {
             PollTimeout::from(200u16)
         } else if !released {
             PollTimeout::from(100u16)
         } else {
             PollTimeout::NONE
         };
-        match poll(&mut fds, timeout) {
-            Ok(0) if !exited && !released => {
-                // Everything the start needed is behind us; what the loop needs faults back in.
-                released = true;
-                release_startup_pages();
-                continue;
+        let polled = loop {
+            match poll(&mut fds, timeout) {
+                Ok(0) if !exited && !released => {
+                    // Everything the start needed is behind us. Straight back to waiting on
+                    // the same descriptors: an idle container's shim then faults back only
+                    // the pages of this wait.
+                    released = true;
+                    release_startup_pages();
+                    timeout = PollTimeout::NONE;
+                }
+                other => break other,
             }
+        };
+        match polled {
             Ok(0) => break,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -681,7 +704,7 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             exited = true;
         }
         if stdin_slot.is_some_and(|s| ready[s]) {
-            let n = stdin.as_mut().map_or(Ok(0), |f| f.read(&mut buf));
+            let n = stdin.as_mut().map_or(Ok(0), |f| f.read(buf));
             match n {
                 Ok(n) if n > 0 => {
                     if let Some(m) = master.as_mut() {
@@ -694,7 +717,7 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
             }
         }
         if resize_slot.is_some_and(|s| ready[s]) {
-            if let (Some(Ok(n)), Some(m)) = (resize.as_mut().map(|f| f.read(&mut buf)), master.as_ref()) {
+            if let (Some(Ok(n)), Some(m)) = (resize.as_mut().map(|f| f.read(buf)), master.as_ref()) {
                 apply_resizes(&mut resize_buf, &buf[..n], m);
             }
         }
@@ -703,7 +726,7 @@ fn supervise(config: &ShimConfig, started: Started) -> (i32, Option<i32>) {
                 continue;
             }
             let (file, name, partial) = &mut streams[i];
-            let n = match file.as_mut().expect("open").read(&mut buf) {
+            let n = match file.as_mut().expect("open").read(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A terminal's master reads EIO once every slave is closed: its EOF.
