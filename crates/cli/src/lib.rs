@@ -360,13 +360,10 @@ fn write_man_pages(dir: &std::path::Path, printer: &printer::Printer) -> anyhow:
 fn shim(config: &std::path::Path) -> ExitCode {
     // The shim clones (libcontainer): it must stay single-threaded, so no background log
     // writer thread and no async runtime here; logs go straight to stderr (its log file).
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    plain_stderr_logging(
+        tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    );
     ExitCode::from(berth_runtime::shim_main(config).clamp(0, 255) as u8)
 }
 
@@ -375,14 +372,18 @@ fn shim_exec(config: &std::path::Path) -> ExitCode {
     // Single-threaded for the same reason as the shim; its stdio belongs to the exec'd
     // process, so logs go nowhere unless RUST_LOG asks.
     if std::env::var_os(env_vars::RUST_LOG).is_some() {
-        let filter = tracing_subscriber::EnvFilter::from_env(env_vars::RUST_LOG);
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
+        plain_stderr_logging(tracing_subscriber::EnvFilter::from_env(env_vars::RUST_LOG));
     }
     ExitCode::from(berth_runtime::exec_main(config).clamp(0, 255) as u8)
+}
+
+/// Log lines straight to stderr, without colour or a writer thread (the shims' logging).
+fn plain_stderr_logging(filter: tracing_subscriber::EnvFilter) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 #[cfg(test)]
