@@ -62,10 +62,8 @@ fn exec_executor(config: &ExecConfig) -> Result<crate::filter::FilterExecutor, S
         .map_err(|e| crate::shim::chain(&e))?;
     let path = container.bundle().join("config.json");
     let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(crate::filter::FilterExecutor {
-        bpf: crate::filter::read_compiled(spec.annotations().as_ref())?.map(std::sync::Arc::new),
-        legacy: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
-    })
+    let legacy = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    crate::filter::FilterExecutor::for_bundle(container.bundle(), legacy)
 }
 
 /// Resolves `--user` for an exec against the container's root filesystem: (uid, gid).

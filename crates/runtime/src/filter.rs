@@ -17,7 +17,7 @@
 //! An exec (`docker exec`, a tenant of the container) goes through the same executor.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -275,31 +275,6 @@ fn op(op: LinuxSeccompOperator, value_two: Option<u64>) -> ScmpCompareOp {
     }
 }
 
-/// The compiled filter of the bundle whose `config.json` carries `annotations`, read
-/// before libcontainer clones (the container's process cannot see the bundle once it has
-/// pivoted into its root). `None` when the bundle has no compiled filter.
-pub(crate) fn read_compiled(annotations: Option<&HashMap<String, String>>) -> Result<Option<Vec<u8>>, String> {
-    let Some(path) = annotations.and_then(|a| a.get(BPF_ANNOTATION)) else {
-        return Ok(None);
-    };
-    std::fs::read(path)
-        .map(Some)
-        .map_err(|e| format!("read the container's seccomp filter {path}: {e}"))
-}
-
-/// The annotations of the bundle's `config.json`.
-pub(crate) fn bundle_annotations(bundle: &Path) -> Result<Option<HashMap<String, String>>, String> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        #[serde(default)]
-        annotations: Option<HashMap<String, String>>,
-    }
-    let path: PathBuf = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let doc: Doc = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(doc.annotations)
-}
-
 /// libcontainer's last step in the container's (or an exec's) process: loads the seccomp
 /// filter and drops what was granted only for that, then runs the command with
 /// libcontainer's default executor.
@@ -310,6 +285,22 @@ pub(crate) struct FilterExecutor {
     /// A filter libcontainer did not load (an exec of a container whose bundle predates
     /// compiled filters: libcontainer 0.7.0's tenant builder leaves `linux.seccomp` out).
     pub legacy: Option<LinuxSeccomp>,
+}
+
+impl FilterExecutor {
+    /// The executor for a process of the container whose bundle is `bundle`, with its
+    /// compiled filter read now, before libcontainer clones (the container's process cannot
+    /// see the bundle once it has pivoted into its root). `precompile` writes the file or
+    /// removes it, so a bundle without one has no compiled filter.
+    pub(crate) fn for_bundle(bundle: &Path, legacy: Option<LinuxSeccomp>) -> Result<Self, String> {
+        let path = bundle.join(BPF_FILE);
+        let bpf = match std::fs::read(&path) {
+            Ok(bpf) => Some(Arc::new(bpf)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("read the container's seccomp filter {}: {e}", path.display())),
+        };
+        Ok(Self { bpf, legacy })
+    }
 }
 
 impl libcontainer::workload::Executor for FilterExecutor {
@@ -472,9 +463,8 @@ mod tests {
             json!(["CAP_CHOWN", "CAP_SETPCAP", "CAP_SYS_ADMIN"])
         );
         assert_eq!(config["process"]["noNewPrivileges"], false, "{config}");
-        let annotations: HashMap<String, String> =
-            serde_json::from_value(config["annotations"].clone()).expect("string map");
-        assert!(read_compiled(Some(&annotations)).expect("read").is_some());
+        let executor = FilterExecutor::for_bundle(dir.path(), None).expect("read");
+        assert!(executor.bpf.is_some());
 
         // With no_new_privs nothing is granted.
         let mut config = base.clone();

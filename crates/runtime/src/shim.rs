@@ -356,11 +356,7 @@ fn start(config: &ShimConfig) -> Result<Started, String> {
     use libcontainer::syscall::syscall::SyscallType;
 
     std::fs::create_dir_all(&config.state_root).map_err(|e| format!("create {}: {e}", config.state_root.display()))?;
-    let annotations = crate::filter::bundle_annotations(&config.bundle)?;
-    let executor = crate::filter::FilterExecutor {
-        bpf: crate::filter::read_compiled(annotations.as_ref())?.map(std::sync::Arc::new),
-        legacy: None,
-    };
+    let executor = crate::filter::FilterExecutor::for_bundle(&config.bundle, None)?;
     let builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_executor(executor)
         .with_root_path(&config.state_root)

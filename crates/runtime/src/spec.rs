@@ -276,7 +276,7 @@ pub const INIT_PATH_IN_CONTAINER: &str = "/sbin/docker-init";
 /// `/etc/group`; the working directory is created when missing, as dockerd does.
 pub fn write_bundle(spec: &ContainerSpec, bundle: &Path, rootfs: &Path) -> Result<(), Error> {
     let mut value = spec_json(spec, rootfs)?;
-    crate::filter::precompile(&mut value, bundle, &host_capabilities())?;
+    crate::filter::precompile(&mut value, bundle, host_capabilities())?;
     let oci: Spec = serde_json::from_value(value).map_err(|e| Error::Spec { reason: e.to_string() })?;
     let cwd = rootfs.join(spec.cwd.trim_start_matches('/'));
     if !cwd.exists() {
@@ -958,25 +958,30 @@ pub fn check_capabilities(cap_add: &[String], cap_drop: &[String]) -> Result<(),
 /// The capabilities the daemon itself may grant (its bounding set): `--privileged` gets
 /// these, not a fixed list, so a host without `CAP_SYS_RESOURCE` does not fail to start
 /// privileged containers.
-pub fn host_capabilities() -> Vec<&'static str> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let bnd = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(u64::MAX);
-    ALL_CAPABILITIES
-        .iter()
-        .enumerate()
-        .filter(|(bit, name)| {
-            let granted = bnd & (1u64 << bit) != 0;
-            if !granted {
-                tracing::debug!(capability = name, "not in the host's bounding set; left out");
-            }
-            granted
-        })
-        .map(|(_, name)| *name)
-        .collect()
+pub fn host_capabilities() -> &'static [&'static str] {
+    // The bounding set of a running process never grows: read once per daemon, not at
+    // every container start.
+    static HOST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let bnd = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX);
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, name)| {
+                let granted = bnd & (1u64 << bit) != 0;
+                if !granted {
+                    tracing::debug!(capability = name, "not in the host's bounding set; left out");
+                }
+                granted
+            })
+            .map(|(_, name)| *name)
+            .collect()
+    })
 }
 
 /// The final capability set: Docker's defaults (or the host's set when privileged), plus
