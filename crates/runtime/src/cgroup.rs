@@ -21,15 +21,7 @@ use crate::error::{Error, io};
 use crate::spec::Resources;
 
 /// The v1 controllers Berth reads or writes.
-const V1_CONTROLLERS: &[(&str, libcgroups::v1::ControllerType)] = &[
-    ("cpu", libcgroups::v1::ControllerType::Cpu),
-    ("cpuacct", libcgroups::v1::ControllerType::CpuAcct),
-    ("cpuset", libcgroups::v1::ControllerType::CpuSet),
-    ("memory", libcgroups::v1::ControllerType::Memory),
-    ("pids", libcgroups::v1::ControllerType::Pids),
-    ("blkio", libcgroups::v1::ControllerType::Blkio),
-    ("freezer", libcgroups::v1::ControllerType::Freezer),
-];
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer"];
 
 /// USER_HZ: `cpuacct.stat` counts in these ticks (a kernel constant on Linux).
 const CLOCK_TICKS: u64 = 100;
@@ -185,18 +177,39 @@ pub struct CgroupStats {
 }
 
 /// The mount points of the v1 controllers, read once from mountinfo (they do not move).
+///
+/// One read for all of them: libcgroups' lookup reads (and verifies) mountinfo once per
+/// controller, which put seven reads on the shim's path from a container's exit to its
+/// exit record.
 fn v1_mounts() -> &'static HashMap<&'static str, PathBuf> {
     static MOUNTS: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
-    MOUNTS.get_or_init(|| {
-        V1_CONTROLLERS
-            .iter()
-            .filter_map(|(name, ctrl)| {
-                libcgroups::v1::util::get_subsystem_mount_point(ctrl)
-                    .ok()
-                    .map(|p| (*name, p))
-            })
-            .collect()
-    })
+    MOUNTS.get_or_init(|| v1_mounts_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()))
+}
+
+/// The first mount of each v1 controller in `mountinfo`: a `cgroup` file system whose super
+/// options name it (`rw,cpu,cpuacct` holds both `cpu` and `cpuacct`).
+fn v1_mounts_in(mountinfo: &str) -> HashMap<&'static str, PathBuf> {
+    let mut found = HashMap::new();
+    for line in mountinfo.lines() {
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fs = fs.split(' ');
+        let (Some("cgroup"), Some(_source), Some(options)) = (fs.next(), fs.next(), fs.next()) else {
+            continue;
+        };
+        let Some(point) = mount.split(' ').nth(4) else {
+            continue;
+        };
+        for name in V1_CONTROLLERS {
+            if options.split(',').any(|o| o == *name) {
+                found
+                    .entry(*name)
+                    .or_insert_with(|| PathBuf::from(crate::rootfs::unescape_mountinfo(point)));
+            }
+        }
+    }
+    found
 }
 
 impl Cgroup {
@@ -229,7 +242,7 @@ impl Cgroup {
     #[cfg(test)]
     pub(crate) fn v1_at(root: &Path) -> Cgroup {
         Cgroup {
-            layout: Layout::V1(V1_CONTROLLERS.iter().map(|(n, _)| (*n, root.join(n))).collect()),
+            layout: Layout::V1(V1_CONTROLLERS.iter().map(|n| (*n, root.join(n))).collect()),
         }
     }
 
@@ -721,6 +734,55 @@ mod tests {
     fn put(dir: &Path, name: &str, text: &str) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn v1_mount_points_come_from_the_super_options_in_one_read() {
+        // Debian 12's hybrid layout, plus a later bind of the memory hierarchy (the first
+        // mount wins, as with libcgroups) and a mount point with a space.
+        let info = "\
+25 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+31 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
+32 31 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate
+33 31 0:28 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:6 - cgroup cgroup rw,xattr,name=systemd
+36 31 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,cpu,cpuacct
+37 31 0:32 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,memory
+38 31 0:33 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,pids
+39 31 0:34 / /sys/fs/cgroup/cpuset rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpuset
+40 31 0:35 / /sys/fs/cgroup/blkio\\040x rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,blkio
+41 31 0:36 / /sys/fs/cgroup/net_cls,net_prio rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,net_cls,net_prio
+90 25 0:32 / /mnt/memory rw,relatime - cgroup cgroup rw,memory
+";
+        let m = v1_mounts_in(info);
+        assert_eq!(m["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(m["cpuacct"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(m["memory"], Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(m["pids"], Path::new("/sys/fs/cgroup/pids"));
+        assert_eq!(m["cpuset"], Path::new("/sys/fs/cgroup/cpuset"));
+        assert_eq!(m["blkio"], Path::new("/sys/fs/cgroup/blkio x"));
+        // Not mounted here: absent, not guessed.
+        assert!(!m.contains_key("freezer"));
+        assert_eq!(m.len(), 6);
+        // A v2-only host has no v1 controllers at all.
+        assert!(v1_mounts_in("32 31 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n").is_empty());
+    }
+
+    #[test]
+    fn v1_mount_points_agree_with_libcgroups_on_this_host() {
+        let ours = v1_mounts_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+        for (name, ctrl) in [
+            ("cpu", libcgroups::v1::ControllerType::Cpu),
+            ("cpuacct", libcgroups::v1::ControllerType::CpuAcct),
+            ("memory", libcgroups::v1::ControllerType::Memory),
+            ("pids", libcgroups::v1::ControllerType::Pids),
+            ("freezer", libcgroups::v1::ControllerType::Freezer),
+        ] {
+            assert_eq!(
+                ours.get(name).cloned(),
+                libcgroups::v1::util::get_subsystem_mount_point(&ctrl).ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

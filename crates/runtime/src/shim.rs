@@ -200,15 +200,15 @@ pub fn shim_main(config_path: &Path) -> i32 {
         error: None,
     });
     tracing::debug!(container = %config.id, ms = t0.elapsed().as_secs_f64() * 1000.0, "started");
+    // Found while the container runs, not between its exit and the record.
+    let cgroup = Some(config.cgroups_path.as_str())
+        .filter(|p| !p.is_empty())
+        .and_then(|p| crate::cgroup::Cgroup::open(p).ok());
     let status = supervise(&config, started);
     tracing::debug!(container = %config.id, "container exited");
     // Read before the cleanup removes the cgroup; the counter is this run's (the cgroup is
     // created anew at every start).
-    let oom_killed = Some(config.cgroups_path.as_str())
-        .filter(|p| !p.is_empty())
-        .and_then(|p| crate::cgroup::Cgroup::open(p).ok())
-        .and_then(|cg| cg.oom_kills())
-        .is_some_and(|n| n > 0);
+    let oom_killed = cgroup.and_then(|cg| cg.oom_kills()).is_some_and(|n| n > 0);
     let record = ExitRecord {
         exit_code: status.0,
         finished_at: now_rfc3339(),
