@@ -141,12 +141,33 @@ s.shutdown(socket.SHUT_WR)
 s.recv(1)'
 declare -A RUN PROCS PORTKIB RULES DRSS TPUT
 if [ ! -x "$BERTH" ] || [ ! -x "$FIXTURE" ]; then
-    (cd "$ROOT" && cargo build --release --bin berth --bin berth-fixture) >"$WORK/cargo.log" 2>&1 || { tail "$WORK/cargo.log"; exit 2; }
+    (cd "$ROOT" && cargo build --release -p berth --bin berth -p berth-testkit --bin berth-fixture) >"$WORK/cargo.log" 2>&1 || { tail "$WORK/cargo.log"; exit 2; }
 fi
 "$FIXTURE" docker-archive --out "$WORK/image.tar" --ref "$IMAGE" >/dev/null
 log "work $WORK, $BENCH_RUNS runs, load $(cut -d' ' -f1 /proc/loadavg)"
 [ -x "$DOCKERD" ] && bench dockerd
 bench berth
+# The docker CLI alone: the same command against benches/run/cli_floor.py, a stand-in server
+# that answers its five requests at once (a container that costs nothing).
+cli_floor() {
+    local sock="$WORK/floor.sock" pid i t0 t1
+    python3 "$ROOT/benches/run/cli_floor.py" "$sock" 2>"$WORK/floor.log" &
+    pid=$!
+    for i in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+    DHOST="unix://$sock"
+    dock run --rm "$IMAGE" true >/dev/null 2>&1
+    : >"$WORK/floor.runs"
+    for i in $(seq "$BENCH_RUNS"); do
+        t0=$EPOCHREALTIME
+        dock run --rm "$IMAGE" true >/dev/null 2>"$WORK/floor.err" || { log "cli floor: run failed: $(cat "$WORK/floor.err")"; break; }
+        t1=$EPOCHREALTIME
+        echo "$(( (${t1/./} - ${t0/./}) ))" >>"$WORK/floor.runs"
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null
+    RUN[floor]=$(awk '{print $1/1000}' "$WORK/floor.runs" | median)
+    log "docker CLI alone: median ${RUN[floor]} ms"
+}
+cli_floor
 ratio() { python3 -c "a,b='$1','$2'; print(f'{float(a)/float(b):.2f}x' if a not in ('','n/a') and b not in ('','n/a') and float(b)>0 else 'n/a')"; }
 echo
 echo "Networking: dockerd 20.10 vs berth, same docker CLI, each daemon in its own netns; $(nproc) CPUs"
@@ -154,6 +175,7 @@ echo
 echo "| measure | dockerd | berth | dockerd/berth |"
 echo "|---|---|---|---|"
 echo "| docker run --rm IMG true, default bridge, median of $BENCH_RUNS (ms) | ${RUN[dockerd]:-n/a} | ${RUN[berth]:-n/a} | $(ratio "${RUN[dockerd]:-}" "${RUN[berth]:-}") |"
+echo "| (info) the docker CLI alone, against a stub that answers at once, median (ms) | ${RUN[floor]:-n/a} | ${RUN[floor]:-n/a} | $(ratio "${RUN[dockerd]:-}" "${RUN[floor]:-}") (dockerd/floor: the most any daemon could reach) |"
 echo "| processes for 100 published ports | ${PROCS[dockerd]:-n/a} | ${PROCS[berth]:-n/a} | |"
 echo "| resident memory of those processes (KiB) | ${PORTKIB[dockerd]:-n/a} | ${PORTKIB[berth]:-n/a} | |"
 echo "| firewall rules naming the ports | ${RULES[dockerd]:-n/a} | ${RULES[berth]:-n/a} | |"

@@ -327,6 +327,21 @@ bench_runc() {
     runc_leftovers
 }
 
+# ---------------------------------------------------------------- the docker CLI's floor
+# The same `docker run` against cli_floor.py, a stand-in server that answers the five requests
+# at once (a container that costs nothing): what the docker CLI alone costs per run.
+bench_cli_floor() {
+    local sock="$WORK/floor/floor.sock" i
+    mkdir -p "$WORK/floor"
+    python3 "$HERE/cli_floor.py" "$sock" 2>"$WORK/floor/log" &
+    local pid=$!; PIDS+=("$pid")
+    for i in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+    if [ ! -S "$sock" ]; then note cli-floor "stub failed to start: $(first_line "$WORK/floor/log")"; stop_pid "$pid"; return 1; fi
+    DHOST="unix://$sock"
+    time_runs cli-floor docker_run_once
+    stop_pid "$pid"
+}
+
 # ---------------------------------------------------------------- main
 log "work dir $WORK; $BENCH_RUNS runs each (+$BENCH_WARMUP warm-up); load $(cut -d' ' -f1 /proc/loadavg)"
 result meta cpus "$(nproc)"
@@ -335,7 +350,7 @@ result meta loadavg_start "$(cut -d' ' -f1 /proc/loadavg)"
 result meta berth_binary "$BERTH"
 if [ ! -x "$BERTH" ] || [ ! -x "$FIXTURE" ]; then
     log "building berth and berth-fixture (cargo build --release)"
-    (cd "$ROOT" && nice cargo build --release --bin berth --bin berth-fixture) >"$WORK/cargo.log" 2>&1 \
+    (cd "$ROOT" && nice cargo build --release -p berth --bin berth -p berth-testkit --bin berth-fixture) >"$WORK/cargo.log" 2>&1 \
         || { log "build failed: $(tail -5 "$WORK/cargo.log")"; exit 2; }
 fi
 "$FIXTURE" docker-archive --out "$WORK/image.tar" --ref "$IMAGE" >"$WORK/fixture.log" 2>&1 \
@@ -348,6 +363,7 @@ else
     note dockerd "no dockerd binary (apt-get install docker.io)"; note containerd-shim "no dockerd binary"
 fi
 bench_daemon berth berth-shim berth-shim
+bench_cli_floor
 bench_podman
 bench_runc
 

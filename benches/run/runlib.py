@@ -158,6 +158,8 @@ SYSTEMS = [  # key, label, command
     ("podman", "podman (runc)", "podman run --rm --network none IMG true"),
     ("runc", "runc, prepared bundle", "runc run --bundle B ID  (args: true)"),
     ("berth-run", "berth run", "berth run --rm --network none IMG true"),
+    ("cli-floor", "(info) docker CLI alone: stub answering at once",
+     "docker run --rm --network none IMG true"),
 ]
 SHIMS = [  # key, label
     ("containerd-shim", "containerd-shim-runc-v2 (dockerd)"),
@@ -261,6 +263,12 @@ def cmd_report(tsv):
     if "berth" in med and "runc" in med:
         rows.append(("(info) berth daemon (docker CLI) / runc run, median",
                      "%.3f" % (med["berth"] / med["runc"]), "-", "-"))
+    if "berth" in med and "cli-floor" in med:
+        rows.append(("(info) berth daemon's share of a docker run, median ms",
+                     "%.1f" % (med["berth"] - med["cli-floor"]), "-", "-"))
+    if "dockerd" in med and "cli-floor" in med:
+        rows.append(("(info) dockerd / docker CLI alone: the most any daemon could reach",
+                     "%.2fx" % (med["dockerd"] / med["cli-floor"]), "-", "-"))
     ok = {k for k in mem if k not in notes}
     if {"berth-shim", "containerd-shim"} <= ok and mem["containerd-shim"][0] > 0:
         rows.append(("(info) berth shim / containerd-shim RSS",

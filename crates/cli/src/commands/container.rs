@@ -153,14 +153,15 @@ pub(crate) async fn run(args: RunArgs, client: &Client, printer: &Printer) -> an
             ("stdin", if interactive { "1" } else { "0" }),
         ])
     );
-    let stream = client
-        .hijack(Method::POST, &attach_path, None)
-        .await
-        .context("failed to attach to the container")?;
     let condition = if rm { "removed" } else { "next-exit" };
     let wait_path = format!("/containers/{id}/wait{}", query(&[("condition", condition)]));
-    let wait = client.request(Method::POST, &wait_path, &[], empty());
-    let wait = wait.await.context("failed to wait for the container")?;
+    // Both are open before the start, on connections of their own: one round trip, not two.
+    let (stream, wait) = tokio::join!(
+        client.hijack(Method::POST, &attach_path, None),
+        client.request(Method::POST, &wait_path, &[], empty())
+    );
+    let stream = stream.context("failed to attach to the container")?;
+    let wait = wait.context("failed to wait for the container")?;
     let _raw = (tty && interactive && std::io::stdin().is_terminal())
         .then(RawTerminal::enter)
         .transpose()?;
