@@ -842,9 +842,18 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
         .iter()
         .map(|n| daemon.docker_ok(&["logs", n]).stdout.lines().count())
         .collect();
+    // The shims were forked by the daemon's spawner, under a shim's own command line.
+    let spawner = spawner_of(daemon.child.id()).expect("the daemon's shim spawner");
+    for n in names.iter().take(3) {
+        let shim = shim_of(&daemon, n);
+        assert_eq!(ppid(shim), Some(spawner), "{n}'s shim is the spawner's child");
+    }
 
     daemon.child.kill().expect("SIGKILL the daemon");
     let _ = daemon.child.wait();
+    wait_until("the spawner to follow the daemon", Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{spawner}")).exists()
+    });
     // While the daemon is down: the quitter exits (its shim records the code).
     let data = daemon.paths.data_root.clone();
     drop(daemon);
@@ -901,6 +910,150 @@ fn kill_9_of_the_daemon_leaves_containers_running() {
     let mut args = vec!["rm", "quitter"];
     args.extend(names.iter().map(String::as_str));
     daemon.docker_ok(&args);
+    assert_no_mounts_left(dir.path());
+}
+
+/// The pid of `daemon_pid`'s child `berth shim-spawner`, if it has one.
+fn spawner_of(daemon_pid: u32) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let args = cmdline(pid);
+        (ppid(pid) == Some(daemon_pid) && args.get(1).map(String::as_str) == Some("shim-spawner")).then_some(pid)
+    })
+}
+
+/// A process's arguments, without the empty ones a rewritten command line ends with.
+fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The shim of container `name`: its process's parent, checked to be `berth shim CONFIG`.
+fn shim_of(daemon: &DaemonProcess, name: &str) -> u32 {
+    let pid: u32 = inspect(daemon, name)["State"]["Pid"]
+        .as_u64()
+        .expect("a running container's pid") as u32;
+    let shim = ppid(pid).expect("the container's parent");
+    let args = cmdline(shim);
+    assert_eq!(
+        args.get(1).map(String::as_str),
+        Some("shim"),
+        "{name}'s parent: {args:?}"
+    );
+    assert!(
+        args.get(2).is_some_and(|c| c.ends_with("/shim.json")) && args.len() == 3,
+        "{name}'s shim names its config: {args:?}"
+    );
+    shim
+}
+
+#[test]
+fn shims_are_forked_by_the_spawner_and_exec_takes_over_when_it_dies() {
+    if !require(&[Prereq::Root, Prereq::Docker]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_cleanup, daemon) = daemon_with_image(dir.path());
+    let spawner = spawner_of(daemon.child.id()).expect("the daemon starts a shim spawner");
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "forked",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let forked = shim_of(&daemon, "forked");
+    assert_eq!(ppid(forked), Some(spawner), "forked by the spawner");
+    // Nothing of the spawner's is left open in the shim: stdio and its own descriptors only
+    // (the container's output pipes, log, pidfd), never the spawner's socket.
+    let fds: Vec<String> = fs::read_dir(format!("/proc/{forked}/fd"))
+        .expect("the shim's fds")
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|t| t.starts_with("socket:")),
+        "the shim holds a socket: {fds:?}"
+    );
+    assert_eq!(
+        daemon
+            .docker_ok(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "sh",
+                "-c",
+                "echo via-spawner"
+            ])
+            .stdout
+            .trim(),
+        "via-spawner"
+    );
+
+    // The spawner dies: running containers go on, new ones start by exec.
+    Command::new("kill")
+        .args(["-KILL", &spawner.to_string()])
+        .status()
+        .expect("kill");
+    wait_until("the spawner to go", Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{spawner}/cmdline")).exists() || cmdline(spawner).is_empty()
+    });
+    let out = daemon.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo via-exec; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out}");
+    assert_eq!(out.stdout.trim(), "via-exec");
+    daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "execd",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        ppid(shim_of(&daemon, "execd")),
+        Some(daemon.child.id()),
+        "exec'd by the daemon"
+    );
+    assert_eq!(inspect(&daemon, "forked")["State"]["Status"], "running");
+    assert!(
+        daemon.log().contains("shims are started by exec from now on"),
+        "{}",
+        daemon.log()
+    );
+    daemon.docker_ok(&["rm", "-f", "forked", "execd"]);
     assert_no_mounts_left(dir.path());
 }
 

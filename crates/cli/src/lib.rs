@@ -163,6 +163,10 @@ enum Command {
         /// The exec's JSON config, written by the daemon.
         config: std::path::PathBuf,
     },
+    /// Forks the shims for the daemon, which starts it with its socket as fd 3 (not for
+    /// direct use).
+    #[command(hide = true)]
+    ShimSpawner,
 }
 
 impl Command {
@@ -173,6 +177,7 @@ impl Command {
             Command::Registry(_)
             | Command::Shim { .. }
             | Command::ShimExec { .. }
+            | Command::ShimSpawner
             | Command::Completion { .. }
             | Command::Man { .. } => None,
             Command::Images(c) => c.host.host.take(),
@@ -271,7 +276,8 @@ async fn run_client(command: Command, client: client::Client, printer: &printer:
         | Command::Man { .. }
         | Command::Version(_)
         | Command::Shim { .. }
-        | Command::ShimExec { .. } => unreachable!("not a client command"),
+        | Command::ShimExec { .. }
+        | Command::ShimSpawner => unreachable!("not a client command"),
     }
 }
 
@@ -281,7 +287,18 @@ pub fn main() -> ExitCode {
     // The shims start with every container and exec: straight to them, without building
     // the whole command line parser (about 0.4 ms and a heap the shim would keep).
     let mut args = std::env::args_os().skip(1);
-    if let (Some(cmd), Some(config), None) = (args.next(), args.next(), args.next()) {
+    let first = (args.next(), args.next(), args.next());
+    // The daemon pads the spawner's command line with spaces (room for its shims').
+    if first.0.as_deref() == Some(std::ffi::OsStr::new("shim-spawner"))
+        && first
+            .1
+            .as_ref()
+            .is_none_or(|pad| pad.as_encoded_bytes().iter().all(|&b| b == b' '))
+        && first.2.is_none()
+    {
+        return shim_spawner();
+    }
+    if let (Some(cmd), Some(config), None) = first {
         let config = std::path::Path::new(&config);
         if !config.as_os_str().to_string_lossy().starts_with('-') {
             if cmd == "shim" {
@@ -296,6 +313,7 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Shim { config } => return shim(config),
         Command::ShimExec { config } => return shim_exec(config),
+        Command::ShimSpawner => return shim_spawner(),
         _ => {}
     }
     let server = matches!(cli.command, Command::Daemon(_) | Command::Registry(_));
@@ -315,7 +333,7 @@ pub fn main() -> ExitCode {
         }
         Command::Man { dir } => write_man_pages(&dir, &printer),
         Command::Registry(cmd) => commands::registry::run(cmd, &printer),
-        Command::Shim { .. } | Command::ShimExec { .. } => unreachable!("handled above"),
+        Command::Shim { .. } | Command::ShimExec { .. } | Command::ShimSpawner => unreachable!("handled above"),
         Command::Version(_) => client_command(|_| async {
             let client = client::Client::new(host.as_deref()).ok();
             commands::version::run(client.as_ref(), &printer).await
@@ -358,13 +376,23 @@ fn write_man_pages(dir: &std::path::Path, printer: &printer::Printer) -> anyhow:
 
 /// `berth shim CONFIG`.
 fn shim(config: &std::path::Path) -> ExitCode {
+    ExitCode::from(run_shim(config).clamp(0, 255) as u8)
+}
+
+/// The shim, exec'd or forked by the spawner.
+fn run_shim(config: &std::path::Path) -> i32 {
     // The shim clones (libcontainer): it must stay single-threaded, so no background log
     // writer thread and no async runtime here; logs go straight to stderr (its log file).
     plain_stderr_logging(
         tracing_subscriber::EnvFilter::try_from_env(env_vars::RUST_LOG)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
     );
-    ExitCode::from(berth_runtime::shim_main(config).clamp(0, 255) as u8)
+    berth_runtime::shim_main(config)
+}
+
+/// `berth shim-spawner`: single-threaded too (it forks shims), and logs nothing itself.
+fn shim_spawner() -> ExitCode {
+    ExitCode::from(berth_runtime::spawner_main(run_shim).clamp(0, 255) as u8)
 }
 
 /// `berth shim-exec CONFIG`.

@@ -120,6 +120,9 @@ impl Daemon {
         // Containers keep running while no daemon runs (their shims outlive it): adopt them
         // before the first request.
         self.containers.restore().await;
+        // The shim spawner, ready before the first start asks for it.
+        let containers = self.containers.clone();
+        let _ = tokio::task::spawn_blocking(move || containers.spawner().is_some()).await;
         let state = State::new(
             self.config.clone(),
             self.engine_id.clone(),

@@ -17,6 +17,7 @@ mod log;
 mod rootfs;
 mod seccomp;
 mod shim;
+mod spawner;
 mod spec;
 mod view;
 
@@ -33,7 +34,10 @@ pub use log::{
 };
 pub use rootfs::{EtcContent, is_mounted, mount_device, mount_overlay, unmount, write_etc_files};
 pub use seccomp::check_seccomp_profile;
-pub use shim::{ExitRecord, ShimConfig, ShimReport, shim_main, spawn_shim, write_atomic, write_cached};
+pub use shim::{
+    ExitRecord, ShimConfig, ShimReport, shim_log_filter, shim_main, spawn_shim, write_atomic, write_cached,
+};
+pub use spawner::{Spawner, spawner_main};
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, DEFAULT_SHM_SIZE, DeviceMapping, EtcFiles, HostOptions,
     INIT_PATH_IN_CONTAINER, IpcMode, MountSpec, NetworkMode, RUNTIME_MOUNT_POINTS, Resources, Seccomp, Ulimit,

@@ -804,10 +804,26 @@ fn cleanup_state(config: &ShimConfig) {
     }
 }
 
-/// Spawns `exe shim CONFIG` with stderr appended to `shim_log` and waits for its report.
+/// The shims' log filter (`RUST_LOG`): `BERTH_SHIM_LOG`, else warnings only.
+///
+/// libcontainer's container process logs to its stderr, which by then is the container's: its
+/// seccomp warnings (a syscall this libseccomp does not know, a rule equal to the default
+/// action) are expected with Docker's profile and stay out.
+pub fn shim_log_filter() -> String {
+    std::env::var("BERTH_SHIM_LOG").unwrap_or_else(|_| "warn,libcgroups=error,libcontainer::seccomp=error".to_owned())
+}
+
+/// Starts a shim for `config_path` with stderr appended to `shim_log` and waits for its
+/// report: forked by `spawner` when there is one that works, else `exe shim CONFIG`.
 /// Blocking: call it from a blocking thread. Returns the shim's pid, the container's, and
 /// the read end of the shim's stdout, which reaches EOF once the exit is recorded.
-pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> Result<(u32, i32, OwnedFd), Error> {
+pub fn spawn_shim(
+    spawner: Option<&crate::Spawner>,
+    exe: &Path,
+    config_path: &Path,
+    shim_log: &Path,
+    id: &str,
+) -> Result<(u32, i32, OwnedFd), Error> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let log = File::options()
@@ -815,24 +831,31 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         .append(true)
         .open(shim_log)
         .map_err(io("open", shim_log))?;
-    let mut child = Command::new(exe)
-        .arg("shim")
-        .arg(config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        // libcontainer's container process logs to its stderr, which by then is the
-        // container's: its seccomp warnings (a syscall this libseccomp does not know, a rule
-        // equal to the default action) are expected with Docker's profile and stay out.
-        .env(
-            "RUST_LOG",
-            std::env::var("BERTH_SHIM_LOG")
-                .unwrap_or_else(|_| "warn,libcgroups=error,libcontainer::seccomp=error".to_owned()),
-        )
-        .spawn()
-        .map_err(io("start shim", exe))?;
-    let shim_pid = child.id();
-    let stdout = child.stdout.take().expect("piped");
+    let forked = spawner.and_then(|s| {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let pid = s.spawn(config_path, write, &log).ok()?;
+        Some((pid, File::from(read)))
+    });
+    let (shim_pid, stdout) = match forked {
+        Some(f) => f,
+        None => {
+            let mut child = Command::new(exe)
+                .arg("shim")
+                .arg(config_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .env("RUST_LOG", shim_log_filter())
+                .spawn()
+                .map_err(io("start shim", exe))?;
+            let stdout = child.stdout.take().expect("piped");
+            // The child handle is dropped without waiting: the daemon reaps the shim when it
+            // exits.
+            let pid = child.id();
+            std::mem::forget(child);
+            (pid, File::from(OwnedFd::from(stdout)))
+        }
+    };
     let mut line = String::new();
     let mut reader = io::BufReader::new(stdout);
     let read = reader.read_line(&mut line);
@@ -841,8 +864,6 @@ pub fn spawn_shim(exe: &Path, config_path: &Path, shim_log: &Path, id: &str) -> 
         id: id.to_owned(),
         reason,
     };
-    // The child handle is dropped without waiting: the daemon reaps the shim when it exits.
-    std::mem::forget(child);
     match read {
         Ok(0) | Err(_) => Err(fail(format!(
             "the shim exited without a report; see {}",

@@ -279,6 +279,9 @@ pub(crate) struct Containers {
     state_root: PathBuf,
     /// This binary, re-executed as `berth shim`.
     exe: PathBuf,
+    /// Forks the shims (`berth shim-spawner`), started at the first need; `None` inside when
+    /// it cannot run, and shims are exec'd.
+    spawner: std::sync::OnceLock<Option<berth_runtime::Spawner>>,
     images: Arc<ImageStore>,
     /// The volumes containers name; references are kept current by create and remove.
     volumes: Arc<Volumes>,
@@ -398,6 +401,7 @@ impl Containers {
             root,
             state_root,
             exe,
+            spawner: std::sync::OnceLock::new(),
             images,
             table: Mutex::new(table),
             volumes,
@@ -565,6 +569,12 @@ impl Containers {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("shim-exec").arg(path).env_remove("RUST_LOG");
         Ok(cmd)
+    }
+
+    /// The shim spawner, started on first use (blocking: a few milliseconds, once).
+    pub(crate) fn spawner(&self) -> &Option<berth_runtime::Spawner> {
+        self.spawner
+            .get_or_init(|| berth_runtime::Spawner::start(&self.exe, &berth_runtime::shim_log_filter()))
     }
 
     /// The daemon's event log, shared with the API.
@@ -1168,6 +1178,7 @@ impl Containers {
         let shim_path = dir.join("shim.json");
         berth_runtime::write_cached(&shim_path, &serde_json::to_vec_pretty(&shim).expect("serialisable"))?;
         Ok(berth_runtime::spawn_shim(
+            self.spawner().as_ref(),
             &self.exe,
             &shim_path,
             &dir.join("shim.log"),
