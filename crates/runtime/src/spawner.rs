@@ -211,6 +211,9 @@ pub fn spawner_main(run_shim: fn(&Path) -> i32) -> i32 {
     if send_i32(&sock, hello).is_err() || hello != 0 {
         return 1;
     }
+    // Its own session: a terminal's ^C or hang-up for the daemon's process group is not for
+    // it (it leaves when the daemon's end of the socket closes).
+    let _ = nix::unistd::setsid();
     // The kernel reaps the children; each shim restores the default before anything else.
     // SAFETY: SIG_IGN installs no handler.
     let _ =
