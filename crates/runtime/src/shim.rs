@@ -831,11 +831,19 @@ pub fn spawn_shim(
         .append(true)
         .open(shim_log)
         .map_err(io("open", shim_log))?;
-    let forked = spawner.and_then(|s| {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        let pid = s.spawn(config_path, write, &log).ok()?;
-        Some((pid, File::from(read)))
-    });
+    let forked = match spawner.map(|s| (s, nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))) {
+        Some((s, Ok((read, write)))) => match s.spawn(config_path, write, &log) {
+            Ok(pid) => Some((pid, File::from(read))),
+            Err(crate::spawner::SpawnError::Unavailable(_)) => None,
+            Err(crate::spawner::SpawnError::Lost(e)) => {
+                return Err(Error::Shim {
+                    id: id.to_owned(),
+                    reason: format!("the shim spawner stopped while starting the container ({e}); start it again"),
+                });
+            }
+        },
+        _ => None,
+    };
     let (shim_pid, stdout) = match forked {
         Some(f) => f,
         None => {

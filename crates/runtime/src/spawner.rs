@@ -116,50 +116,65 @@ impl Spawner {
     }
 
     /// Starts a shim for `config` with `stdout` and `stderr` as its output; returns its pid.
-    /// An error means the spawner is gone for good: the caller execs the shim instead.
-    pub(crate) fn spawn(&self, config: &Path, stdout: OwnedFd, stderr: &File) -> io::Result<u32> {
+    pub(crate) fn spawn(&self, config: &Path, stdout: OwnedFd, stderr: &File) -> Result<u32, SpawnError> {
+        let path = config.as_os_str().as_bytes();
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(SpawnError::Unavailable(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shim config path empty or longer than the spawner takes",
+            )));
+        }
         let mut guard = self.link.lock().unwrap_or_else(|p| p.into_inner());
         let Some(link) = guard.as_mut() else {
-            return Err(io::Error::new(
+            return Err(SpawnError::Unavailable(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the shim spawner has stopped",
-            ));
+            )));
         };
-        let result = request(&link.sock, config, stdout, stderr);
-        match result {
-            Ok(pid) if pid > 0 => Ok(pid as u32),
-            Ok(neg) => Err(io::Error::from_raw_os_error(-neg)),
-            Err(e) => {
-                // A broken link does not mend: stop the spawner and exec from now on.
-                if let Some(mut link) = guard.take() {
-                    let _ = link.child.kill();
-                    let _ = link.child.wait();
-                }
-                tracing::warn!(error = %e, "the shim spawner failed; shims are started by exec from now on");
-                Err(e)
-            }
+        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let sent = socket::sendmsg::<()>(
+            link.sock.as_raw_fd(),
+            &[IoSlice::new(path)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        // The shim holds the pipe's write end now: the daemon's copy must go, or the pipe
+        // never reaches EOF when the shim exits.
+        drop(stdout);
+        let result = match sent {
+            // Not sent: no shim can exist, so the caller may exec one.
+            Err(e) => Err(SpawnError::Unavailable(e.into())),
+            Ok(_) => match recv_i32(&link.sock) {
+                Ok(pid) if pid > 0 => return Ok(pid as u32),
+                // The spawner could not fork: this start may exec; the spawner stays.
+                Ok(neg) => return Err(SpawnError::Unavailable(io::Error::from_raw_os_error(-neg))),
+                // Sent but no answer: a shim may have been forked, so this start must not
+                // exec another one for the same container.
+                Err(e) => Err(SpawnError::Lost(e)),
+            },
+        };
+        // A broken link does not mend: stop the spawner and exec from now on.
+        if let Some(mut link) = guard.take() {
+            let _ = link.child.kill();
+            let _ = link.child.wait();
         }
+        let e = match &result {
+            Err(SpawnError::Unavailable(e) | SpawnError::Lost(e)) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        tracing::warn!(error = %e, "the shim spawner failed; shims are started by exec from now on");
+        result
     }
 }
 
-/// One request and its reply. A config path the spawner cannot take is refused here.
-fn request(sock: &OwnedFd, config: &Path, stdout: OwnedFd, stderr: &File) -> io::Result<i32> {
-    let path = config.as_os_str().as_bytes();
-    if path.is_empty() || path.len() > MAX_PATH {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "shim config path too long"));
-    }
-    let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
-    socket::sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(path)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    // The shim holds the pipe's write end now: the daemon's copy must go, or the pipe never
-    // reaches EOF when the shim exits.
-    drop(stdout);
-    recv_i32(sock)
+/// Why [`Spawner::spawn`] started no shim.
+#[derive(Debug)]
+pub(crate) enum SpawnError {
+    /// No shim was started for this request: the caller execs one.
+    Unavailable(io::Error),
+    /// The spawner went away after taking the request; a shim may or may not run.
+    Lost(io::Error),
 }
 
 fn recv_i32(sock: &OwnedFd) -> io::Result<i32> {
