@@ -224,6 +224,15 @@ impl Health {
     }
 }
 
+/// Whether the container's process still runs (not gone, not a zombie awaiting its reaper).
+fn process_alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 /// Reads a pipe to its end, keeping at most `MAX_OUTPUT` bytes.
 async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -287,6 +296,12 @@ impl Containers {
             let probe = self.probe(&entry, &rec.name, &hc).await;
             if entry.subscribe().borrow().exits > exits {
                 return;
+            }
+            // A probe that failed because the container was dying (a stop or kill under way,
+            // its exit not recorded yet) says nothing of its health: dockerd's stop ends the
+            // probes first. The loop ends when the exit is recorded.
+            if probe.exit_code != 0 && !process_alive(rec.state.pid) {
+                continue;
             }
             tracing::debug!(container = %rec.id, exit_code = probe.exit_code, "health probe");
             let starting = started.elapsed() < hc.start_period();
