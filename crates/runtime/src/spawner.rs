@@ -142,16 +142,16 @@ impl Spawner {
         // The shim holds the pipe's write end now: the daemon's copy must go, or the pipe
         // never reaches EOF when the shim exits.
         drop(stdout);
-        let result = match sent {
+        let failure = match sent {
             // Not sent: no shim can exist, so the caller may exec one.
-            Err(e) => Err(SpawnError::Unavailable(e.into())),
+            Err(e) => SpawnError::Unavailable(e.into()),
             Ok(_) => match recv_i32(&link.sock) {
                 Ok(pid) if pid > 0 => return Ok(pid as u32),
                 // The spawner could not fork: this start may exec; the spawner stays.
                 Ok(neg) => return Err(SpawnError::Unavailable(io::Error::from_raw_os_error(-neg))),
                 // Sent but no answer: a shim may have been forked, so this start must not
                 // exec another one for the same container.
-                Err(e) => Err(SpawnError::Lost(e)),
+                Err(e) => SpawnError::Lost(e),
             },
         };
         // A broken link does not mend: stop the spawner and exec from now on.
@@ -159,12 +159,9 @@ impl Spawner {
             let _ = link.child.kill();
             let _ = link.child.wait();
         }
-        let e = match &result {
-            Err(SpawnError::Unavailable(e) | SpawnError::Lost(e)) => e.to_string(),
-            Ok(_) => String::new(),
-        };
+        let (SpawnError::Unavailable(e) | SpawnError::Lost(e)) = &failure;
         tracing::warn!(error = %e, "the shim spawner failed; shims are started by exec from now on");
-        result
+        Err(failure)
     }
 }
 

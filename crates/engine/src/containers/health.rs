@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::settings::invalid;
-use super::{Containers, Entry};
+use super::{Containers, Entry, process_alive};
 use crate::error::Error;
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -222,15 +222,6 @@ impl Health {
         self.log.push_back(probe);
         (self.status != before).then_some(self.status)
     }
-}
-
-/// Whether the container's process still runs (not gone, not a zombie awaiting its reaper).
-fn process_alive(pid: i32) -> bool {
-    pid > 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
-            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
 /// Reads a pipe to its end, keeping at most `MAX_OUTPUT` bytes.

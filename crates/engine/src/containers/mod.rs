@@ -1765,7 +1765,7 @@ async fn wait_for_exit(pid: u32) {
             }
             Err(e) => {
                 tracing::warn!(pid, error = %e, "cannot poll a pidfd; polling /proc instead");
-                while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                while process_alive(pid as i32) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -1778,11 +1778,13 @@ async fn wait_for_exit(pid: u32) {
     );
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+/// Whether process `pid` still runs: it exists and is not a zombie awaiting its reaper.
+pub(crate) fn process_alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
 /// What the networks need of a container to wire or unwire it.
